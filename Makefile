@@ -1,0 +1,57 @@
+# agentdash: `make run` starts the product, `make test` runs every test, `make bench` measures.
+# The first target to run creates .venv from requirements.lock with a Python >= 3.12 found on
+# PATH or, failing that, among pyenv's installs.
+
+SHELL := /bin/bash
+PORT ?= 8000
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+PYTHON ?= $(shell for c in python3.14 python3.13 python3.12 python3 python \
+		$$(ls -d $$HOME/.pyenv/versions/3.*/bin/python3 2>/dev/null | sort -rV); do \
+	p=$$(command -v $$c 2>/dev/null) || continue; \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
+
+.PHONY: run test test-fast bench lint format lock system-deps clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "agentdash needs Python >= 3.12 and found none on PATH or under ~/.pyenv/versions."; \
+		echo "Install one (e.g. 'pyenv install 3.13' or your distribution's python3.13), or run"; \
+		echo "'make PYTHON=/path/to/python3.13 ...'."; exit 1; fi
+	@echo "Creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+run: $(STAMP)
+	$(PY) manage.py serve --port $(PORT)
+
+test: $(STAMP) system-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+bench: $(STAMP) system-deps
+	$(PY) -m benchmarks
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# Re-pin every dependency after a change to pyproject.toml.
+lock: $(STAMP)
+	$(VENV)/bin/pip-compile --quiet --extra dev --strip-extras --no-emit-index-url \
+		--no-emit-find-links -o requirements.lock pyproject.toml
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

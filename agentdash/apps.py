@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AgentdashConfig(AppConfig):
+    name = "agentdash"
+    verbose_name = "agentdash"

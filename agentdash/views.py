@@ -1,0 +1,14 @@
+"""Thin views: read what the models and services hold, render it."""
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from agentdash.toolbox import tool_catalogue
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("tool-list")
+
+
+def tool_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "agentdash/tool_list.html", {"tools": tool_catalogue()})

@@ -1,3 +1,11 @@
 from .audit import AuditEvent
+from .sessions import AgentSession, ApprovalDecision, ExecutionResult, Message, ToolCall
 
-__all__ = ["AuditEvent"]
+__all__ = [
+    "AgentSession",
+    "ApprovalDecision",
+    "AuditEvent",
+    "ExecutionResult",
+    "Message",
+    "ToolCall",
+]

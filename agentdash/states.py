@@ -1,0 +1,161 @@
+"""The two state machines of agentdash, in one place.
+
+Every status change of a session or a tool call goes through `transition()`, which
+refuses a move the tables below do not allow, applies it with a conditional UPDATE (so
+two processes racing for the same change cannot both win), and writes the AuditEvent
+in the same transaction. Nothing else in the code base writes a `status` or `state`
+column.
+
+    AgentSession: queued → running → waiting_approval ⇄ running →
+                  completed | failed | cancelled | budget_exceeded
+    ToolCall:     proposed → pending_approval | auto_approved → approved | rejected |
+                  expired → running → succeeded | errored | timed_out | interrupted
+
+Two edges extend DESIGN's picture, each for a reason:
+- proposed → errored: a call the model got wrong (unknown tool, invalid or unparsable
+  arguments, a duplicate id) never reaches a human or a tool; its error result goes
+  straight back to the model.
+- interrupted → running: a call whose worker died is re-run, but only when its tool
+  is marked idempotent (the runner checks that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import models, transaction
+from django.utils import timezone
+
+
+class SessionStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING_APPROVAL = "waiting_approval"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    BUDGET_EXCEEDED = "budget_exceeded"
+
+
+class CallState(models.TextChoices):
+    PROPOSED = "proposed"
+    PENDING_APPROVAL = "pending_approval"
+    AUTO_APPROVED = "auto_approved"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    ERRORED = "errored"
+    TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"
+
+
+_S = SessionStatus
+SESSION_FINAL = frozenset({_S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.BUDGET_EXCEEDED})
+SESSION_TRANSITIONS: Mapping[str, frozenset[str]] = {
+    _S.QUEUED: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED}),
+    _S.RUNNING: frozenset({_S.WAITING_APPROVAL, *SESSION_FINAL}),
+    _S.WAITING_APPROVAL: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED}),
+    **{final: frozenset() for final in SESSION_FINAL},
+}
+
+_C = CallState
+CALL_FINAL = frozenset({_C.SUCCEEDED, _C.ERRORED, _C.TIMED_OUT, _C.REJECTED, _C.EXPIRED})
+CALL_DECIDED = frozenset({_C.AUTO_APPROVED, _C.APPROVED})
+CALL_TRANSITIONS: Mapping[str, frozenset[str]] = {
+    _C.PROPOSED: frozenset({_C.PENDING_APPROVAL, _C.AUTO_APPROVED, _C.ERRORED}),
+    _C.PENDING_APPROVAL: frozenset({_C.APPROVED, _C.REJECTED, _C.EXPIRED}),
+    _C.AUTO_APPROVED: frozenset({_C.RUNNING}),
+    _C.APPROVED: frozenset({_C.RUNNING}),
+    _C.RUNNING: frozenset({_C.SUCCEEDED, _C.ERRORED, _C.TIMED_OUT, _C.INTERRUPTED}),
+    _C.INTERRUPTED: frozenset({_C.RUNNING}),
+    **{final: frozenset() for final in CALL_FINAL},
+}
+
+# When each state was entered, for the models that keep a timestamp per state.
+_CALL_TIMESTAMP = {
+    _C.PENDING_APPROVAL: "proposed_at",
+    _C.AUTO_APPROVED: "decided_at",
+    _C.APPROVED: "decided_at",
+    _C.REJECTED: "decided_at",
+    _C.EXPIRED: "decided_at",
+    _C.RUNNING: "started_at",
+    _C.SUCCEEDED: "finished_at",
+    _C.ERRORED: "finished_at",
+    _C.TIMED_OUT: "finished_at",
+    _C.INTERRUPTED: "finished_at",
+}
+_SESSION_TIMESTAMP = {
+    _S.RUNNING: "started_at",
+    **{final: "finished_at" for final in SESSION_FINAL},
+}
+
+
+class IllegalTransition(Exception):
+    """A state change the state machine does not allow; nothing was changed."""
+
+
+class StaleState(IllegalTransition):
+    """The row moved on since it was read (another process won the race)."""
+
+    def __init__(self, message: str, current: str) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+def transition(
+    obj: models.Model,
+    new: str,
+    *,
+    actor: str,
+    payload: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> None:
+    """Move `obj` (an AgentSession or a ToolCall) to state `new` and audit it.
+
+    `fields` are further columns to set in the same UPDATE. Runs in its own atomic
+    block (joining the caller's when there is one). Raises IllegalTransition when the
+    table forbids the move and StaleState when another process changed the row
+    first; in both cases nothing is written.
+    """
+    from agentdash import audit
+    from agentdash.models import AgentSession, ToolCall
+
+    if isinstance(obj, AgentSession):
+        field, table, stamps, kind = "status", SESSION_TRANSITIONS, _SESSION_TIMESTAMP, "session"
+        session_id, call_id = obj.pk, None
+    elif isinstance(obj, ToolCall):
+        field, table, stamps, kind = "state", CALL_TRANSITIONS, _CALL_TIMESTAMP, "toolcall"
+        session_id, call_id = obj.session_id, obj.pk
+    else:
+        raise TypeError(f"{type(obj).__name__} has no state machine")
+
+    old = getattr(obj, field)
+    if new not in table[old]:
+        raise IllegalTransition(
+            f"{type(obj).__name__} {obj.pk}: {old} → {new} is not allowed"
+            f" (from {old} it can go to {', '.join(sorted(table[old])) or 'nowhere: it is final'})"
+        )
+    now = timezone.now()
+    updates = {field: new, "updated_at": now, **fields}
+    if (stamp := stamps.get(new)) and stamp not in fields:
+        updates[stamp] = now
+    with transaction.atomic():
+        changed = type(obj).objects.filter(pk=obj.pk, **{field: old}).update(**updates)
+        if changed != 1:
+            current = type(obj).objects.filter(pk=obj.pk).values_list(field, flat=True).first()
+            raise StaleState(
+                f"{type(obj).__name__} {obj.pk} is {current}, no longer {old}: not moved to {new}",
+                current=current or "",
+            )
+        audit.record(
+            f"{kind}.{new}",
+            actor=actor,
+            session_id=session_id,
+            tool_call_id=call_id,
+            payload={"from": old, "to": new, **(payload or {})},
+        )
+    for name, value in updates.items():
+        setattr(obj, name, value)

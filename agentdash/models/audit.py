@@ -3,8 +3,8 @@
 Rows are written only by `agentdash.audit.record()`, which computes `seq`, `prev_hash`
 and `hash` under the chain-head lock; the hashing scheme is documented in
 `agentdash/audit.py`. The application never changes or removes a row: `save()` of an
-existing row, `delete()`, and the queryset's `update()`, `delete()` and `bulk_create()`
-raise `AppendOnlyError`.
+existing row, `delete()`, and the queryset's `update()`, `delete()`, `bulk_update()` and
+`bulk_create()` raise `AppendOnlyError`.
 
 The database refuses too, as defence in depth against raw SQL (migration 0001):
 - PostgreSQL: a row trigger refuses UPDATE and DELETE. TRUNCATE stays possible: it
@@ -45,6 +45,11 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
 
     def delete(self) -> NoReturn:
         _refuse("delete()")
+
+    # Refused here rather than in the update() it calls, because it calls update()
+    # inside a transaction that the refusal would leave broken for the caller.
+    def bulk_update(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _refuse("bulk_update()")
 
     # bulk_create would skip the chain-head lock and the hashing that record() does.
     def bulk_create(self, *args: Any, **kwargs: Any) -> NoReturn:

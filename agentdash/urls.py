@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from agentdash import views
 
@@ -9,5 +9,6 @@ urlpatterns = [
     path("tools/", views.tool_list, name="tool-list"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("history/", include("agentdash.web.history_urls")),
     path("admin/", admin.site.urls),
 ]

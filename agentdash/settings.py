@@ -162,3 +162,46 @@ LOGGING = {
         "tools": {"handlers": ["console"], "level": os.environ.get("AGENTDASH_LOG", "INFO")},
     },
 }
+
+# --- LLM providers (agentdash/providers) ---------------------------------------------
+# API keys and endpoints are not settings: the providers read the SDKs' own environment
+# (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, OPENAI_API_KEY, OPENAI_BASE_URL) when a
+# session's provider is built, so a gateway or a local server can stand in.
+
+# USD per million tokens. Prices change: edit here, or set AGENTDASH_MODEL_PRICES to a
+# JSON object of the same shape, which is merged over this table. A model that is not
+# listed costs 0 (with a warning in the log); cache prices default to the input price.
+AGENTDASH_MODEL_PRICES: dict[str, dict[str, str]] = {
+    "claude-sonnet-5-5": {"input": "2", "output": "10", "cache_read": "0.20", "cache_write": "2.5"},
+    "claude-haiku-5-5": {
+        "input": "0.10",
+        "output": "0.50",
+        "cache_read": "0.01",
+        "cache_write": "0.125",
+    },
+    "claude-opus-5-5": {"input": "4", "output": "20", "cache_read": "0.40", "cache_write": "5"},
+    # OpenAI-compatible examples; local servers (Ollama, vLLM) cost nothing per token.
+    "gpt-4.1": {"input": "2", "output": "8", "cache_read": "0.50"},
+    "gpt-4.1-mini": {"input": "0.40", "output": "1.60", "cache_read": "0.10"},
+    "gpt-4o-mini": {"input": "0.15", "output": "0.60", "cache_read": "0.075"},
+    "llama3.2": {"input": "0", "output": "0"},
+    "scripted": {"input": "0", "output": "0"},
+}
+if _prices_json := os.environ.get("AGENTDASH_MODEL_PRICES"):
+    import json
+
+    AGENTDASH_MODEL_PRICES |= json.loads(_prices_json)
+
+AGENTDASH_DEFAULT_MODELS = {
+    "anthropic": os.environ.get("AGENTDASH_ANTHROPIC_MODEL", "claude-sonnet-5-5"),
+    "openai": os.environ.get("AGENTDASH_OPENAI_MODEL", "gpt-4.1-mini"),
+    "scripted": "scripted",
+}
+# The SDKs retry 408/409/429/5xx and connection errors this many times, with
+# exponential backoff that honours retry-after, before a session ends with the error.
+AGENTDASH_PROVIDER_MAX_RETRIES = int(os.environ.get("AGENTDASH_PROVIDER_MAX_RETRIES", "3"))
+# Seconds without a byte from the API before a call counts as timed out.
+AGENTDASH_PROVIDER_TIMEOUT = float(os.environ.get("AGENTDASH_PROVIDER_TIMEOUT", "300"))
+# Tool-call arguments larger than this are not used: the model is told to send less.
+AGENTDASH_MAX_TOOL_INPUT_BYTES = int(os.environ.get("AGENTDASH_MAX_TOOL_INPUT_BYTES", "1000000"))
+# --- end of LLM providers ------------------------------------------------------------

@@ -1,0 +1,159 @@
+"""One pids cgroup and one memory cgroup per sandbox run (cgroup v1).
+
+A pids cgroup is the only bound on a fork bomb here: the kernel ignores RLIMIT_NPROC for
+root, and a user namespace does not change that (the sandbox's uid maps back to root). A
+memory cgroup bounds real memory where RLIMIT_AS would bound address space (which breaks
+runtimes that reserve large ranges). Both also list every process of the run, so a kill
+reaches a grandchild that left the process group. The groups are made beside this
+process's own ones (so a service's own limits still bound its runs) and removed after.
+
+Only cgroup v1 controllers are used: these machines mount v1 `pids` and `memory`, and
+their v2 mount offers no controllers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+V1_ROOT: Final = Path("/sys/fs/cgroup")
+CONTROLLERS: Final = ("pids", "memory")
+_counter = itertools.count()
+
+
+def own_cgroup_dir(controller: str) -> Path | None:
+    """The directory of this process's cgroup for a v1 controller, if it is mounted."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            directory = V1_ROOT / controller / path.lstrip("/")
+            return directory if (directory / "cgroup.procs").exists() else None
+    return None
+
+
+def usable_controllers() -> tuple[str, ...]:
+    """The controllers this process can make child groups in (tried, not assumed)."""
+    usable = []
+    for controller in CONTROLLERS:
+        parent = own_cgroup_dir(controller)
+        if parent is None:
+            continue
+        probe = parent / f"agentdash-probe-{os.getpid()}"
+        try:
+            probe.mkdir()
+            probe.rmdir()
+        except OSError:
+            continue
+        usable.append(controller)
+    return tuple(usable)
+
+
+@dataclass
+class RunCgroups:
+    """The cgroups of one run: `directories` maps a controller to its group."""
+
+    directories: dict[str, Path]
+
+    @classmethod
+    def create(
+        cls, controllers: tuple[str, ...], *, max_tasks: int, memory_bytes: int
+    ) -> RunCgroups:
+        name = f"agentdash-run-{os.getpid()}-{next(_counter)}"
+        groups = cls({})
+        try:
+            for controller in controllers:
+                parent = own_cgroup_dir(controller)
+                if parent is None:
+                    raise OSError(f"the {controller} cgroup is gone")
+                directory = parent / name
+                directory.mkdir()
+                groups.directories[controller] = directory
+                if controller == "pids":
+                    (directory / "pids.max").write_text(str(max_tasks))
+                elif controller == "memory":
+                    (directory / "memory.limit_in_bytes").write_text(str(memory_bytes))
+                    # Without this the run could swap instead of meeting its limit.
+                    memsw = directory / "memory.memsw.limit_in_bytes"
+                    if memsw.exists():
+                        memsw.write_text(str(memory_bytes))
+        except BaseException:
+            groups.remove()
+            raise
+        return groups
+
+    def procs_files(self) -> list[Path]:
+        return [directory / "cgroup.procs" for directory in self.directories.values()]
+
+    def add(self, pid: int) -> None:
+        """Move `pid` in; its children from then on are born inside."""
+        for procs in self.procs_files():
+            procs.write_text(str(pid))
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for procs in self.procs_files():
+            with contextlib.suppress(OSError):
+                found.update(int(pid) for pid in procs.read_text().split())
+        return found
+
+    def kill(self) -> None:
+        """SIGKILL every process in the groups until none is left to signal. A process
+        that forks between a listing and its kill appears in the next listing; the pids
+        limit bounds how many rounds that can take."""
+        for _ in range(1000):
+            pids = self.pids()
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def memory_limit_hit(self) -> bool:
+        directory = self.directories.get("memory")
+        if directory is None:
+            return False
+        fields = _read_fields(directory / "memory.oom_control")
+        return fields.get("oom_kill", 0) > 0
+
+    def process_limit_hit(self) -> bool:
+        directory = self.directories.get("pids")
+        if directory is None:
+            return False
+        return _read_fields(directory / "pids.events").get("max", 0) > 0
+
+    def remove(self) -> bool:
+        """Remove the groups; False while a process (a zombie not yet reaped) remains."""
+        removed = True
+        for controller, directory in list(self.directories.items()):
+            try:
+                directory.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                removed = False
+                continue
+            del self.directories[controller]
+        return removed
+
+
+def _read_fields(path: Path) -> dict[str, int]:
+    """Parse a cgroup file of `key value` lines."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    fields = {}
+    for line in lines:
+        key, _, value = line.partition(" ")
+        if value.strip().isdigit():
+            fields[key] = int(value)
+    return fields

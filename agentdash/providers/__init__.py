@@ -8,14 +8,21 @@ No module here touches the database: providers read settings and the SDKs' usual
 environment variables, and nothing else.
 """
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
 from .anthropic_api import AnthropicProvider
-from .base import ModelReply, ModelRequest, Provider, StopReason, TextCallback, Usage
+from .base import (
+    ModelReply,
+    ModelRequest,
+    Provider,
+    StopReason,
+    TextCallback,
+    Usage,
+    configured_reason,
+)
 from .errors import ErrorKind, ProviderError
 from .openai_compat import OpenAICompatibleProvider
 from .pricing import cost_of
@@ -76,19 +83,10 @@ class ProviderInfo:
     reason: str
 
 
-def _configured_by(key_variable: str, url_variable: str) -> str | None:
-    """Why an API provider can be used, or None when it cannot."""
-    if os.environ.get(key_variable):
-        return f"{key_variable} is set."
-    if url := os.environ.get(url_variable):
-        return f"{url_variable} is set ({url}); no key is sent."
-    return None
-
-
 def available_providers() -> list[ProviderInfo]:
     """Every provider, whether it can be used here and why, for the start form."""
-    anthropic = _configured_by("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
-    openai = _configured_by("OPENAI_API_KEY", "OPENAI_BASE_URL")
+    anthropic = configured_reason("ANTHROPIC")
+    openai = configured_reason("OPENAI")
     scripted_reason = "Plays a script, or the built-in demo, offline."
     if anthropic is None and openai is None:
         scripted_reason += " It is the default because no API key is configured."

@@ -17,7 +17,7 @@ from .base import (
     TextCallback,
     ToolInputBuffer,
     Usage,
-    deliver_text,
+    guarded,
     resolve_endpoint,
 )
 from .errors import (
@@ -95,7 +95,7 @@ class AnthropicProvider:
             params["tools"] = request.tools
         try:
             with self._client.messages.create(**params, stream=True) as stream:
-                return _read_stream(stream, on_text, self.label)
+                return _read_stream(stream, guarded(on_text), self.label)
         except anthropic.APIStatusError as err:
             raise self._status_error(err) from err
         except anthropic.APITimeoutError as err:
@@ -142,7 +142,7 @@ def _outgoing_message(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_stream(
-    stream: anthropic.Stream[RawMessageStreamEvent], on_text: TextCallback | None, label: str
+    stream: anthropic.Stream[RawMessageStreamEvent], on_text: TextCallback, label: str
 ) -> ModelReply:
     """Build the reply from the raw stream events, as plain dicts.
 
@@ -198,11 +198,11 @@ def _apply_delta(
     block: dict[str, Any],
     tool_input: ToolInputBuffer | None,
     delta: Any,
-    on_text: TextCallback | None,
+    on_text: TextCallback,
 ) -> None:
     if delta.type == "text_delta":
         block["text"] += delta.text
-        deliver_text(on_text, delta.text)
+        on_text(delta.text)
     elif delta.type == "input_json_delta" and tool_input is not None:
         tool_input.append(delta.partial_json)
     elif delta.type == "thinking_delta":

@@ -100,15 +100,30 @@ class Provider(Protocol):
         ...
 
 
-def deliver_text(on_text: TextCallback | None, delta: str) -> None:
-    """Hand a text delta to the live view. A broken view must not cost the reply the
-    model already produced (and that was paid for), so its failure is logged, not raised."""
-    if on_text is None or not delta:
-        return
-    try:
-        on_text(delta)
-    except Exception:
-        logger.exception("The on_text callback failed; the model call goes on")
+def guarded(on_text: TextCallback | None) -> TextCallback:
+    """`on_text` made safe to call for every delta of one reply. A broken live view
+    must not cost the reply the model already produced (and that was paid for): its
+    first failure is logged and the rest of the reply is simply not shown to it."""
+    if on_text is None:
+        return _ignore
+    callback = on_text
+    broken = False
+
+    def emit(delta: str) -> None:
+        nonlocal broken
+        if broken or not delta:
+            return
+        try:
+            callback(delta)
+        except Exception:
+            broken = True
+            logger.exception("The on_text callback failed: the rest of this reply skips it")
+
+    return emit
+
+
+def _ignore(delta: str) -> None:
+    pass
 
 
 # Private keys a provider adds to a tool_use block whose arguments could not be used.

@@ -18,7 +18,7 @@ from .base import (
     TextCallback,
     ToolInputBuffer,
     Usage,
-    deliver_text,
+    guarded,
     resolve_endpoint,
 )
 from .errors import (
@@ -86,7 +86,7 @@ class OpenAICompatibleProvider:
             params["tools"] = [to_openai_tool(tool) for tool in request.tools]
         try:
             with self._client.chat.completions.create(**params) as stream:
-                return _read_stream(stream, on_text, self.label)
+                return _read_stream(stream, guarded(on_text), self.label)
         except openai.APIStatusError as err:
             detail = redact(_api_message(err.body) or err.message, self.endpoint.api_key)
             retries = retries_taken(err.response.request.headers)
@@ -191,7 +191,7 @@ def _tool_result_text(block: dict[str, Any]) -> str:
 
 
 def _read_stream(
-    stream: openai.Stream[ChatCompletionChunk], on_text: TextCallback | None, label: str
+    stream: openai.Stream[ChatCompletionChunk], on_text: TextCallback, label: str
 ) -> ModelReply:
     model = ""
     text: list[str] = []
@@ -208,7 +208,7 @@ def _read_stream(
             delta = choice.delta
             if delta.content:
                 text.append(delta.content)
-                deliver_text(on_text, delta.content)
+                on_text(delta.content)
             if delta.refusal:
                 refusal.append(delta.refusal)
             for call in delta.tool_calls or []:

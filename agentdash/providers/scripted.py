@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .base import ModelReply, ModelRequest, StopReason, TextCallback, Usage, deliver_text
+from .base import ModelReply, ModelRequest, StopReason, TextCallback, Usage, guarded
 from .demo import DEMO_SCRIPT
 
 MODEL = "scripted"
@@ -101,10 +101,11 @@ class ScriptedProvider:
         played = sum(1 for message in request.messages if message["role"] == "assistant")
         turn = self.turns[played] if played < len(self.turns) else _FINAL_TURN
         content = copy.deepcopy(turn)  # the caller owns the reply and may change it
+        emit = guarded(on_text)
         for block in content:
             if block["type"] == "text":
                 for chunk in _CHUNK.findall(block["text"]):
-                    deliver_text(on_text, chunk)
+                    emit(chunk)
         has_calls = any(block["type"] == "tool_use" for block in content)
         return ModelReply(
             content=content,

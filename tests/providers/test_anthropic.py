@@ -414,15 +414,18 @@ def test_oversized_tool_input_is_counted_not_used(fake_anthropic, settings):
 
 
 def test_a_failing_text_callback_does_not_lose_the_reply(fake_anthropic, caplog):
-    fake_anthropic.enqueue(message_stream([{"type": "text", "text": "Still here."}]))
+    fake_anthropic.enqueue(message_stream([{"type": "text", "text": "Still here."}], chunk=2))
+    calls = []
 
     def broken_view(delta):
+        calls.append(delta)
         raise RuntimeError("websocket gone")
 
     reply = provider_for(fake_anthropic).complete(request(), on_text=broken_view)
 
     assert reply.text == "Still here."
-    assert "on_text callback failed" in caplog.text
+    assert calls == ["St"]  # not called again after it failed
+    assert caplog.text.count("on_text callback failed") == 1
 
 
 def test_it_honours_the_sdk_environment(fake_anthropic, monkeypatch):

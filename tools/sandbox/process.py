@@ -220,7 +220,7 @@ class ProcessSandbox(Sandbox):
                 if isolated
                 else False
             ),
-            "environment": "empty but PATH, HOME and LANG",
+            "environment": "empty but PATH, HOME, LANG and PWD",
             "workdir": f"the workspace at {SANDBOX_WORKDIR}" if isolated else "the workspace",
             "stdin": "closed",
             "memory": (

@@ -26,7 +26,7 @@ print(f"Primes below 50: {primes}")
 DEMO_SCRIPT: list[list[dict[str, object]]] = [
     [
         {"type": "text", "text": "I'll start by looking at what's already in the workspace."},
-        {"type": "tool_use", "name": "list_files", "input": {"path": "."}},
+        {"type": "tool_use", "name": "list_dir", "input": {"path": "."}},
     ],
     [
         {

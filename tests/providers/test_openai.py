@@ -87,7 +87,7 @@ def test_it_converts_the_whole_conversation_to_chat_messages(fake_openai):
             "content": [
                 {"type": "thinking", "thinking": "Two calls.", "signature": "c2ln"},
                 {"type": "text", "text": "Looking."},
-                {"type": "tool_use", "id": "call_1", "name": "list_files", "input": {"path": "."}},
+                {"type": "tool_use", "id": "call_1", "name": "list_dir", "input": {"path": "."}},
                 {
                     "type": "tool_use",
                     "id": "call_2",
@@ -124,7 +124,7 @@ def test_it_converts_the_whole_conversation_to_chat_messages(fake_openai):
                 {
                     "id": "call_1",
                     "type": "function",
-                    "function": {"name": "list_files", "arguments": '{"path": "."}'},
+                    "function": {"name": "list_dir", "arguments": '{"path": "."}'},
                 },
                 {
                     "id": "call_2",
@@ -194,16 +194,14 @@ def test_unusable_arguments_become_an_input_error_not_an_exception(
 def test_empty_arguments_mean_no_arguments(fake_openai):
     fake_openai.enqueue(
         chat_stream(
-            tool_calls=[{"id": "call_y", "name": "list_files", "arguments": ""}],
+            tool_calls=[{"id": "call_y", "name": "list_dir", "arguments": ""}],
             finish_reason="tool_calls",
         )
     )
 
     reply = provider_for(fake_openai).complete(request())
 
-    assert reply.content == [
-        {"type": "tool_use", "id": "call_y", "name": "list_files", "input": {}}
-    ]
+    assert reply.content == [{"type": "tool_use", "id": "call_y", "name": "list_dir", "input": {}}]
 
 
 def test_a_100_mb_argument_is_reported_without_being_kept(fake_openai):
@@ -244,7 +242,7 @@ def test_tool_calls_with_finish_reason_stop_still_mean_tool_use(fake_openai):
     # Older Ollama releases say "stop" even when the reply holds tool calls.
     fake_openai.enqueue(
         chat_stream(
-            tool_calls=[{"id": "call_z", "name": "list_files", "arguments": "{}"}],
+            tool_calls=[{"id": "call_z", "name": "list_dir", "arguments": "{}"}],
             finish_reason="stop",
         )
     )

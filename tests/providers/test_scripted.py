@@ -38,7 +38,7 @@ def test_the_demo_lists_writes_reads_runs_python_then_sums_up():
     replies = play(get_provider("scripted"), 5)
 
     assert [[call["name"] for call in reply.tool_uses] for reply in replies] == [
-        ["list_files"],
+        ["list_dir"],
         ["write_file"],
         ["read_file"],
         ["run_python"],
@@ -73,7 +73,7 @@ def test_it_replays_a_script_one_turn_per_call_then_ends():
         [
             {"type": "text", "text": "Two at once."},
             {"type": "tool_use", "id": "mine", "name": "read_file", "input": {"path": "b"}},
-            {"type": "tool_use", "name": "list_files"},
+            {"type": "tool_use", "name": "list_dir"},
         ],
         [{"type": "text", "text": "Finished."}],
     ]
@@ -99,7 +99,7 @@ def test_it_replays_a_script_one_turn_per_call_then_ends():
 
 def test_the_turn_played_depends_only_on_the_conversation_so_a_restart_resumes():
     script = [
-        [{"type": "text", "text": "one"}, {"type": "tool_use", "name": "list_files"}],
+        [{"type": "text", "text": "one"}, {"type": "tool_use", "name": "list_dir"}],
         [{"type": "text", "text": "two"}],
     ]
     history = [

@@ -148,9 +148,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 
 # Where each session's workspace lives (the file tools and sandbox runs share it).
-AGENTDASH_WORKSPACES_DIR = Path(
-    os.environ.get("AGENTDASH_WORKSPACES_DIR", VAR_DIR / "workspaces")
-)
+AGENTDASH_WORKSPACES_DIR = Path(os.environ.get("AGENTDASH_WORKSPACES_DIR", VAR_DIR / "workspaces"))
 
 LOGGING = {
     "version": 1,
@@ -162,6 +160,29 @@ LOGGING = {
         "tools": {"handlers": ["console"], "level": os.environ.get("AGENTDASH_LOG", "INFO")},
     },
 }
+
+# --- The durable runner ---------------------------------------------------------------
+# A worker's claim on a session lapses this long after its last renewal (it renews every
+# third of it while a step runs); a lapsed claim is how a dead worker's work is found.
+AGENTDASH_LEASE_SECONDS = float(os.environ.get("AGENTDASH_LEASE_SECONDS", 30))
+# Separate worker processes poll this often; the in-process worker is woken at once.
+AGENTDASH_WORKER_POLL_SECONDS = float(os.environ.get("AGENTDASH_WORKER_POLL_SECONDS", 0.25))
+AGENTDASH_SWEEP_SECONDS = float(os.environ.get("AGENTDASH_SWEEP_SECONDS", 10))
+# Run the worker inside the web server process (the embedded default).
+AGENTDASH_INPROCESS_WORKER = _env_bool("AGENTDASH_INPROCESS_WORKER", True)
+# How often a running tool checks whether its session was cancelled.
+AGENTDASH_CANCEL_POLL_SECONDS = 0.2
+# Runs of an idempotent call that was interrupted by a dying worker, in all.
+AGENTDASH_MAX_ATTEMPTS = 2
+# Tool arguments larger than this are not kept verbatim in the database (nor sent back
+# to the model); AGENTDASH_MAX_TOOL_INPUT_BYTES (below) is the limit on what runs.
+AGENTDASH_MAX_STORED_ARGUMENT_BYTES = 100_000
+AGENTDASH_MAX_OUTPUT_TOKENS = 8192
+AGENTDASH_SYSTEM_PROMPT = (
+    "You are an agent working in a sandboxed workspace through the tools you are given. "
+    "Some tool calls need an operator's approval; if one is rejected, read the reason "
+    "and adapt. When the goal is reached, say so plainly."
+)
 
 # --- LLM providers (agentdash/providers) ---------------------------------------------
 # API keys and endpoints are not settings: the providers read the SDKs' own environment
@@ -205,3 +226,9 @@ AGENTDASH_PROVIDER_TIMEOUT = float(os.environ.get("AGENTDASH_PROVIDER_TIMEOUT", 
 # Tool-call arguments larger than this are not used: the model is told to send less.
 AGENTDASH_MAX_TOOL_INPUT_BYTES = int(os.environ.get("AGENTDASH_MAX_TOOL_INPUT_BYTES", "1000000"))
 # --- end of LLM providers ------------------------------------------------------------
+# Hosts the http_fetch tool may reach (comma-separated); empty means none.
+AGENTDASH_HTTP_ALLOW_HOSTS = tuple(
+    host.strip()
+    for host in os.environ.get("AGENTDASH_HTTP_ALLOW_HOSTS", "").split(",")
+    if host.strip()
+)

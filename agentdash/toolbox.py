@@ -1,13 +1,20 @@
 """The bridge between agentdash and the framework-free tool engine in tools/."""
 
+from __future__ import annotations
+
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from tools import ToolRegistry
 from tools.builtin import build_registry
+
+if TYPE_CHECKING:
+    from agentdash.models import AgentSession
 
 
 @dataclass(frozen=True)
@@ -19,15 +26,28 @@ class ToolInfo:
     schema_json: str
 
 
-def registry_for_workspace(workspace: Path) -> ToolRegistry:
-    """Every built-in tool, confined to one session's workspace."""
+@lru_cache(maxsize=256)
+def _registry(workspace: Path, enabled: tuple[str, ...]) -> ToolRegistry:
+    # Building the tools compiles their validators: done once per session, not per step.
     workspace.mkdir(parents=True, exist_ok=True)
-    return build_registry(workspace)
+    registry = build_registry(workspace, http_allow_hosts=settings.AGENTDASH_HTTP_ALLOW_HOSTS)
+    if not enabled:
+        return registry
+    chosen = ToolRegistry()
+    for tool in registry.list_tools():
+        if tool.name in enabled:
+            chosen.add(tool)
+    return chosen
+
+
+def registry_for_session(session: AgentSession) -> ToolRegistry:
+    """The tools this session may use, confined to its own workspace."""
+    return _registry(session.workspace, tuple(sorted(session.enabled_tools or ())))
 
 
 def tool_catalogue() -> list[ToolInfo]:
-    """What the built-in tools are, for pages that list them (no workspace is touched)."""
-    registry = registry_for_workspace(Path(settings.AGENTDASH_WORKSPACES_DIR) / "_catalogue")
+    """What the built-in tools are, for pages and forms that list them."""
+    registry = _registry(Path(settings.AGENTDASH_WORKSPACES_DIR) / "_catalogue", ())
     return [
         ToolInfo(
             name=tool.name,

@@ -1,1 +1,46 @@
-"""Shared test fixtures."""
+"""Shared fixtures: people, isolated workspaces, and a way to run queued steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from django.contrib.auth.models import Permission
+
+
+@pytest.fixture(autouse=True)
+def _isolated_workspaces(settings, tmp_path) -> None:
+    """Each test's sessions get workspaces under its own temporary directory."""
+    settings.AGENTDASH_WORKSPACES_DIR = tmp_path / "workspaces"
+
+
+@pytest.fixture
+def operator(django_user_model):
+    """An operator who may approve and reject tool calls."""
+    user = django_user_model.objects.create_user("olivia", password="pw-olivia-123")
+    user.user_permissions.add(Permission.objects.get(codename="decide_toolcall"))
+    return django_user_model.objects.get(pk=user.pk)  # fresh permission cache
+
+
+@pytest.fixture
+def second_operator(django_user_model):
+    user = django_user_model.objects.create_user("oscar", password="pw-oscar-123")
+    user.user_permissions.add(Permission.objects.get(codename="decide_toolcall"))
+    return django_user_model.objects.get(pk=user.pk)
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    """Logged in, but without the permission to decide."""
+    return django_user_model.objects.create_user("victor", password="pw-victor-123")
+
+
+@pytest.fixture
+def run_queued_steps() -> Callable[[], None]:
+    """Run every queued step in this thread, as a worker would, until none is left."""
+    from agentdash.worker import StepWorker
+
+    def run() -> None:
+        StepWorker().tasks.run()
+
+    return run

@@ -1,0 +1,64 @@
+"""`manage.py serve`: the product on the embedded default, in one process.
+
+Migrates, creates the first admin on an empty database (printing its one-time
+password: only its hash is stored), starts the step worker inside this process unless
+AGENTDASH_INPROCESS_WORKER is off, and serves HTTP and websockets with Daphne.
+"""
+
+from __future__ import annotations
+
+import secrets
+from argparse import ArgumentParser
+from typing import Any
+
+from daphne.endpoints import build_endpoint_description_strings
+from daphne.server import Server
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from agentdash.worker import StepWorker
+
+
+class Command(BaseCommand):
+    help = "Run agentdash (web server and, by default, its worker) in this process."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-migrate", action="store_true")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not options["no_migrate"]:
+            call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        self._ensure_admin()
+        if settings.AGENTDASH_INPROCESS_WORKER:
+            StepWorker().start_thread()
+        url = f"http://{options['host']}:{options['port']}/"
+        self.stdout.write(self.style.SUCCESS(f"agentdash is running at {url}"))
+        self.stdout.flush()
+        from agentdash.asgi import application
+
+        Server(
+            application=application,
+            endpoints=build_endpoint_description_strings(
+                host=options["host"], port=options["port"]
+            ),
+            signal_handlers=True,
+        ).run()
+
+    def _ensure_admin(self) -> None:
+        users = get_user_model()
+        if users.objects.exists():
+            self.stdout.write("Log in with your agentdash account.")
+            return
+        password = secrets.token_urlsafe(12)
+        users.objects.create_superuser("admin", email="", password=password)
+        self.stdout.write(
+            "Created the first account. Log in as\n"
+            f"    username: admin\n    password: {password}\n"
+            "This password is shown only now (only its hash is stored); change it after "
+            "logging in (/admin/password_change/)."
+        )

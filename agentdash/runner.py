@@ -1,0 +1,535 @@
+"""The durable runner: advances a session one step at a time, holding nothing in memory.
+
+A step, run as a task by whichever worker claims it:
+  1. claim the session's lease (one step at a time, across processes);
+  2. mark calls left `running` by a dead worker `interrupted` (re-run if idempotent);
+  3. run the calls that are decided (auto-approved or approved), recording each result;
+  4. if a call of the current turn still waits for a human, stop in waiting_approval;
+  5. otherwise hand the results to the model, store its reply and its new calls, let
+     the policy decide each call, and go round again.
+The rows are the whole truth: a task that runs twice, late, or after a crash finds the
+work already done and does nothing. `schedule()` is called in the same transaction as
+the change that creates work; a sweep (see worker.py) re-schedules anything a dead
+worker left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.db.models import F, Q
+from django.tasks import task
+from django.utils import timezone
+
+from agentdash import policy, toolbox, worker
+from agentdash.models import AgentSession, ExecutionResult, Message, ToolCall
+from agentdash.providers import (
+    ModelReply,
+    ModelRequest,
+    ProviderError,
+    StopReason,
+    cost_of,
+    get_provider,
+)
+from agentdash.states import CallState, SessionStatus, StaleState, transition
+from tools import ExecutionResult as ToolResult
+from tools import ExecutionStatus, ToolExecutor, ToolValidationError
+
+logger = logging.getLogger(__name__)
+
+ACTOR = "runner"
+# Steps one task may take before it re-queues the session, so that one busy session
+# cannot hold a worker while others wait.
+STEPS_PER_TASK = 50
+# Text deltas and other live events go through this hook; the live layer sets it.
+TextCallback = Callable[[int, str], None]
+
+
+def schedule(session_id: int) -> None:
+    """Queue a step for the session. Call it inside the transaction that made the work:
+    the task row then commits (or rolls back) with it, and workers wake on commit."""
+    advance_session.enqueue(session_id)
+    transaction.on_commit(worker.wake)
+
+
+@task()
+def advance_session(session_id: int) -> str:
+    """Advance one session as far as it can go without a human. Idempotent."""
+    return SessionRunner(session_id).advance()
+
+
+class SessionRunner:
+    def __init__(self, session_id: int, *, on_text: TextCallback | None = None) -> None:
+        self.session_id = session_id
+        self.on_text = on_text
+        self.lease_owner = f"{worker.worker_id()}:{threading.get_ident()}"
+
+    # -- the lease --------------------------------------------------------------------
+
+    def _claim(self) -> bool:
+        now = timezone.now()
+        expires = now + timedelta(seconds=settings.AGENTDASH_LEASE_SECONDS)
+        claimable = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+        return (
+            AgentSession.objects.filter(claimable, pk=self.session_id)
+            .exclude(status__in=[s for s in SessionStatus if s not in _ACTIVE])
+            .update(lease_owner=self.lease_owner, lease_expires_at=expires)
+            == 1
+        )
+
+    def _renew(self) -> None:
+        expires = timezone.now() + timedelta(seconds=settings.AGENTDASH_LEASE_SECONDS)
+        AgentSession.objects.filter(pk=self.session_id, lease_owner=self.lease_owner).update(
+            lease_expires_at=expires
+        )
+
+    def _release(self) -> None:
+        AgentSession.objects.filter(pk=self.session_id, lease_owner=self.lease_owner).update(
+            lease_owner="", lease_expires_at=None
+        )
+
+    # -- advancing --------------------------------------------------------------------
+
+    def advance(self) -> str:
+        if not self._claim():
+            return "not claimed: finished, or another worker holds it"
+        try:
+            with _LeaseKeeper(self._renew, settings.AGENTDASH_LEASE_SECONDS / 3):
+                for _ in range(STEPS_PER_TASK):
+                    outcome = self.step()
+                    if outcome != "continue":
+                        return outcome
+                with transaction.atomic():
+                    schedule(self.session_id)
+                return "re-queued"
+        except DatabaseError:
+            raise  # the database went away: the sweep retries the step once it is back
+        except Exception as error:
+            # A bug must not leave the session to be retried forever: end it, loudly.
+            logger.exception("session %s: step failed", self.session_id)
+            session = AgentSession.objects.get(pk=self.session_id)
+            self._end(session, SessionStatus.FAILED, f"Internal error in the runner: {error!r}")
+            return session.status
+        finally:
+            self._release()
+
+    def step(self) -> str:
+        session = AgentSession.objects.get(pk=self.session_id)
+        if session.is_finished:
+            return session.status
+        if session.status == SessionStatus.QUEUED:
+            transition(session, SessionStatus.RUNNING, actor=ACTOR)
+        self.registry = toolbox.registry_for_session(session)
+
+        turn = session.messages.order_by("-index").first()
+        calls = list(turn.tool_calls.order_by("position")) if turn else []
+        for call in calls:
+            if call.state == CallState.RUNNING:
+                self._interrupt(call)
+        for call in calls:
+            if call.is_decided or self._should_rerun(call):
+                self._run_call(session, call)
+                session.refresh_from_db()
+                if session.is_finished:
+                    return session.status
+        if any(call.state == CallState.PENDING_APPROVAL for call in calls):
+            if session.status == SessionStatus.RUNNING:
+                transition(session, SessionStatus.WAITING_APPROVAL, actor=ACTOR)
+            return "waiting_approval"
+        if session.status == SessionStatus.WAITING_APPROVAL:
+            transition(session, SessionStatus.RUNNING, actor=ACTOR)
+
+        assert turn is not None  # every session starts with the goal message
+        if turn.role == Message.Role.ASSISTANT:
+            if calls:
+                self._append_results(session, turn, calls)
+            elif turn.stop_reason != StopReason.PAUSE_TURN:
+                return self._finish(session, turn)
+        if reason := self._over_budget(session):
+            self._end(session, SessionStatus.BUDGET_EXCEEDED, reason)
+            return session.status
+        return self._call_model(session)
+
+    # -- tool calls ---------------------------------------------------------------------
+
+    def _interrupt(self, call: ToolCall) -> None:
+        """A call still `running` while we hold the lease: its worker died mid-run."""
+        tool = self.registry.get(call.tool_name)
+        rerun = tool is not None and tool.idempotent
+        note = "re-running it (the tool is idempotent)" if rerun else "not re-run"
+        message = (
+            f"The worker running this call stopped before it finished; it may or may not "
+            f"have taken effect. It was {note}."
+        )
+        with transaction.atomic():
+            transition(call, CallState.INTERRUPTED, actor=ACTOR, payload={"rerun": rerun})
+            self._store_result(call, status=ExecutionStatus.INTERRUPTED, error=message)
+
+    def _should_rerun(self, call: ToolCall) -> bool:
+        if call.state != CallState.INTERRUPTED:
+            return False
+        tool = self.registry.get(call.tool_name)
+        attempts = call.results.count()
+        return tool is not None and tool.idempotent and attempts < settings.AGENTDASH_MAX_ATTEMPTS
+
+    def _run_call(self, session: AgentSession, call: ToolCall) -> None:
+        transition(call, CallState.RUNNING, actor=ACTOR)
+        executor = ToolExecutor(self.registry)
+        result = _run_cancellable(
+            executor.execute(call.tool_name, call.arguments or {}, context={"confirmed": True}),
+            is_cancelled=lambda: AgentSession.objects.filter(
+                pk=session.pk, cancel_requested=True
+            ).exists(),
+        )
+        if result is None:  # cancelled by an operator while it ran
+            with transaction.atomic():
+                transition(call, CallState.INTERRUPTED, actor=ACTOR, payload={"cancelled": True})
+                self._store_result(
+                    call,
+                    status=ExecutionStatus.INTERRUPTED,
+                    error="The session was cancelled while this call ran; it was stopped.",
+                )
+            return
+        result.call_id = call.call_id
+        new_state = {
+            ExecutionStatus.SUCCESS: CallState.SUCCEEDED,
+            ExecutionStatus.TIMEOUT: CallState.TIMED_OUT,
+        }.get(result.status, CallState.ERRORED)
+        with transaction.atomic():
+            transition(
+                call,
+                new_state,
+                actor=ACTOR,
+                payload={"status": str(result.status), "duration_ms": result.duration_ms},
+            )
+            self._store_result(call, tool_result=result)
+
+    def _store_result(
+        self,
+        call: ToolCall,
+        *,
+        tool_result: ToolResult | None = None,
+        status: ExecutionStatus | None = None,
+        error: str = "",
+    ) -> ExecutionResult:
+        if tool_result is None:
+            tool_result = ToolResult(
+                status=status or ExecutionStatus.ERROR,
+                error=error,
+                tool_name=call.tool_name,
+                parameters=call.arguments or {},
+                call_id=call.call_id,
+            )
+        data = tool_result.to_dict()
+        attempt = call.results.order_by("-attempt").values_list("attempt", flat=True).first() or 0
+        return ExecutionResult.objects.create(
+            tool_call=call,
+            attempt=attempt + 1,
+            status=str(tool_result.status),
+            result=data.get("result"),
+            error=tool_result.error or "",
+            observation=tool_result.to_observation(),
+            duration_ms=tool_result.duration_ms,
+            truncated=tool_result.truncated,
+            metadata=tool_result.metadata or {},
+        )
+
+    def _append_results(
+        self, session: AgentSession, turn: Message, calls: list[ToolCall]
+    ) -> Message:
+        """The user turn that carries every call's result back to the model."""
+        blocks = []
+        for call in calls:
+            result = call.latest_result
+            assert result is not None, f"call {call.pk} finished without a result"
+            blocks.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": call.call_id,
+                    "content": result.observation,
+                    "is_error": result.is_error,
+                }
+            )
+        return Message.objects.create(
+            session=session, index=turn.index + 1, role=Message.Role.USER, content=blocks
+        )
+
+    # -- the model ------------------------------------------------------------------------
+
+    def _over_budget(self, session: AgentSession) -> str:
+        if session.steps >= session.max_steps:
+            return f"Reached the limit of {session.max_steps} model steps."
+        if session.max_tokens is not None and session.total_tokens >= session.max_tokens:
+            return f"Used {session.total_tokens} tokens, the limit is {session.max_tokens}."
+        if session.max_cost is not None and session.cost >= session.max_cost:
+            return f"Spent ${session.cost:.4f}, the limit is ${session.max_cost:.4f}."
+        return ""
+
+    def _call_model(self, session: AgentSession) -> str:
+        messages = [
+            {"role": m.role, "content": m.content} for m in session.messages.order_by("index")
+        ]
+        request = ModelRequest(
+            model=session.model,
+            system=session.system_prompt or settings.AGENTDASH_SYSTEM_PROMPT,
+            messages=messages,
+            tools=self.registry.to_api_format("anthropic"),
+            max_tokens=settings.AGENTDASH_MAX_OUTPUT_TOKENS,
+        )
+        options = {"script": session.script} if session.provider == "scripted" else {}
+        on_text = (lambda text: self.on_text(session.pk, text)) if self.on_text else None
+        try:
+            provider = get_provider(session.provider, **options)
+            reply = provider.complete(request, on_text=on_text)
+        except (ProviderError, ValueError) as error:
+            self._end(session, SessionStatus.FAILED, f"The model provider failed: {error}")
+            return session.status
+        try:
+            return self._store_reply(session, reply)
+        except StaleState:
+            # Cancelled while the model was thinking: the reply is not used.
+            session.refresh_from_db()
+            return session.status
+
+    def _store_reply(self, session: AgentSession, reply: ModelReply) -> str:
+        cost = cost_of(reply.model or session.model, reply.usage)
+        last_index = session.messages.order_by("-index").values_list("index", flat=True)[0]
+        with transaction.atomic():
+            changed = AgentSession.objects.filter(
+                pk=session.pk, status=SessionStatus.RUNNING
+            ).update(
+                steps=F("steps") + 1,
+                input_tokens=F("input_tokens") + reply.usage.input_tokens,
+                output_tokens=F("output_tokens") + reply.usage.output_tokens,
+                cost=F("cost") + cost,
+                updated_at=timezone.now(),
+            )
+            if changed != 1:
+                raise StaleState(f"session {session.pk} is no longer running", current="")
+            content = [_shrink_block(block) for block in reply.content]
+            message = Message.objects.create(
+                session=session,
+                index=last_index + 1,
+                role=Message.Role.ASSISTANT,
+                content=content,
+                stop_reason=str(reply.stop_reason),
+                model=reply.model or session.model,
+                input_tokens=reply.usage.input_tokens,
+                output_tokens=reply.usage.output_tokens,
+                cost=cost,
+            )
+            from agentdash import audit
+
+            audit.record(
+                "model.replied",
+                actor="model",
+                session_id=session.pk,
+                payload={
+                    "message_index": message.index,
+                    "stop_reason": str(reply.stop_reason),
+                    "input_tokens": reply.usage.input_tokens,
+                    "output_tokens": reply.usage.output_tokens,
+                    "cost": str(cost),
+                    "text": message.text,
+                },
+            )
+            uses = [block for block in reply.content if block.get("type") == "tool_use"]
+            for position, block in enumerate(uses):
+                self._propose(session, message, position, block)
+
+        if reply.stop_reason == StopReason.REFUSAL:
+            self._end(session, SessionStatus.FAILED, "The model refused to continue.")
+            return session.status
+        if reply.stop_reason == StopReason.CONTEXT_EXCEEDED:
+            self._end(
+                session,
+                SessionStatus.FAILED,
+                "The conversation no longer fits in the model's context window.",
+            )
+            return session.status
+        return "continue"
+
+    def _propose(
+        self, session: AgentSession, message: Message, position: int, block: dict[str, Any]
+    ) -> None:
+        """Record one call the model asked for; the policy decides it, unless it is faulty."""
+        raw = block.get("input")
+        size = len(json.dumps(raw, default=str))
+        call = ToolCall.objects.create(
+            session=session,
+            message=message,
+            position=position,
+            call_id=str(block.get("id") or f"call_{message.index}_{position}")[:200],
+            tool_name=str(block.get("name", ""))[:200],
+            proposed_arguments=raw
+            if size <= settings.AGENTDASH_MAX_STORED_ARGUMENT_BYTES
+            else _omitted(size),
+        )
+        fault = self._fault(session, call, block, size)
+        if fault is not None:
+            status, error = fault
+            transition(call, CallState.ERRORED, actor=ACTOR, payload={"error": error})
+            self._store_result(call, status=status, error=error)
+            return
+        tool = self.registry.get(call.tool_name)
+        assert tool is not None  # _fault() checked
+        try:
+            arguments = tool.validate(raw)
+        except ToolValidationError as invalid:
+            transition(call, CallState.ERRORED, actor=ACTOR, payload={"error": str(invalid)})
+            self._store_result(call, status=ExecutionStatus.VALIDATION_ERROR, error=str(invalid))
+            return
+        decision = policy.decide_call(tool, arguments)
+        transition(
+            call,
+            CallState.PENDING_APPROVAL if decision.action == "ask" else CallState.AUTO_APPROVED,
+            actor="policy",
+            payload={
+                "tool": tool.name,
+                "arguments": arguments,
+                "rule": decision.rule,
+                "reason": decision.reason,
+            },
+            arguments=arguments,
+            approval_reason=decision.reason,
+            preview=_preview(tool, arguments),
+        )
+
+    def _fault(
+        self, session: AgentSession, call: ToolCall, block: dict[str, Any], size: int
+    ) -> tuple[ExecutionStatus, str] | None:
+        """What makes a call unusable before its arguments are even validated."""
+        limit = settings.AGENTDASH_MAX_TOOL_INPUT_BYTES
+        if block.get("input_error"):
+            return ExecutionStatus.VALIDATION_ERROR, str(block["input_error"])
+        if size > limit:
+            return ExecutionStatus.VALIDATION_ERROR, (
+                f"The arguments for {call.tool_name} were {size:,} bytes, over the limit of "
+                f"{limit:,} bytes, and were not used. Send smaller arguments."
+            )
+        if ToolCall.objects.filter(session=session, call_id=call.call_id).count() > 1:
+            return ExecutionStatus.ERROR, (
+                f"The call id {call.call_id!r} was already used in this session; "
+                "every tool call needs a new id."
+            )
+        if self.registry.get(call.tool_name) is None:
+            available = ", ".join(tool.name for tool in self.registry.list_tools())
+            return ExecutionStatus.ERROR, (
+                f"Unknown tool {call.tool_name!r}. Available tools: {available}."
+            )
+        return None
+
+    # -- ending -------------------------------------------------------------------------
+
+    def _finish(self, session: AgentSession, turn: Message) -> str:
+        reason = {
+            StopReason.MAX_TOKENS: "The model's last reply was cut off at its output limit.",
+        }.get(turn.stop_reason, "")
+        self._end(session, SessionStatus.COMPLETED, reason)
+        return session.status
+
+    def _end(self, session: AgentSession, status: SessionStatus, reason: str) -> None:
+        try:
+            transition(
+                session, status, actor=ACTOR, status_reason=reason, payload={"reason": reason}
+            )
+        except StaleState:
+            session.refresh_from_db()
+
+
+_ACTIVE = frozenset({SessionStatus.QUEUED, SessionStatus.RUNNING, SessionStatus.WAITING_APPROVAL})
+
+
+def _omitted(size: int) -> dict[str, str]:
+    return {"_omitted": f"{size:,} bytes of arguments, too large to keep"}
+
+
+def _shrink_block(block: dict[str, Any]) -> dict[str, Any]:
+    """Keep a huge tool_use input out of the stored conversation (and the next request)."""
+    if block.get("type") != "tool_use":
+        return block
+    size = len(json.dumps(block.get("input"), default=str))
+    if size <= settings.AGENTDASH_MAX_STORED_ARGUMENT_BYTES:
+        return block
+    return {**block, "input": _omitted(size)}
+
+
+def _preview(tool: Any, arguments: dict[str, Any]) -> str:
+    if tool.preview is None:
+        return ""
+    try:
+        return tool.preview(arguments) or ""
+    except Exception as error:  # a preview is a courtesy: its failure must not stop the call
+        logger.warning("preview of %s failed: %s", tool.name, error)
+        return f"(no preview: {error})"
+
+
+def _run_cancellable(coro: Any, *, is_cancelled: Callable[[], bool]) -> ToolResult | None:
+    """Run a tool coroutine, cancelling it (and so its sandbox) if the session is cancelled.
+
+    Returns None when it was cancelled. The database check runs in a thread, since the
+    ORM must not be used from the event loop.
+    """
+
+    async def main() -> ToolResult | None:
+        job = asyncio.ensure_future(coro)
+        interval = settings.AGENTDASH_CANCEL_POLL_SECONDS
+        while True:
+            done, _ = await asyncio.wait({job}, timeout=interval)
+            if done:
+                return job.result()
+            if await asyncio.to_thread(_closing(is_cancelled)):
+                job.cancel()
+                await asyncio.gather(job, return_exceptions=True)
+                return None
+
+    return asyncio.run(main())
+
+
+def _closing(check: Callable[[], bool]) -> Callable[[], bool]:
+    """Run an ORM check in a throwaway thread and close that thread's connection."""
+    from django.db import connection
+
+    def run() -> bool:
+        try:
+            return check()
+        finally:
+            connection.close()
+
+    return run
+
+
+class _LeaseKeeper:
+    """Renews the lease in the background while a step runs, however long a model call
+    or a tool takes; a worker that dies stops renewing and its claim lapses."""
+
+    def __init__(self, renew: Callable[[], None], every: float) -> None:
+        self.renew = renew
+        self.every = every
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self.stopped.wait(self.every):
+                self.renew()
+        finally:
+            connection.close()
+
+    def __enter__(self) -> _LeaseKeeper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stopped.set()
+        self.thread.join()

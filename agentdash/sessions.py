@@ -1,0 +1,106 @@
+"""Starting and cancelling agent sessions: the two lifecycle changes an operator makes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from agentdash import audit, runner
+from agentdash.models import AgentSession, ApprovalDecision, ExecutionResult, Message, ToolCall
+from agentdash.states import CallState, SessionStatus, transition
+
+
+def actor_for(user: AbstractBaseUser | None) -> str:
+    """How the audit log names whoever acted."""
+    return f"user:{user.get_username()}" if user is not None else "system"
+
+
+def start_session(
+    *,
+    goal: str,
+    owner: AbstractBaseUser | None = None,
+    provider: str = "scripted",
+    model: str = "",
+    script: list[Any] | None = None,
+    enabled_tools: list[str] | None = None,
+    system_prompt: str = "",
+    max_steps: int | None = None,
+    max_tokens: int | None = None,
+    max_cost: Decimal | None = None,
+) -> AgentSession:
+    """Create a session with the goal as its first message, audit it, schedule step one."""
+    from agentdash.providers import default_model
+
+    goal = goal.strip()
+    if not goal:
+        raise ValueError("A session needs a goal.")
+    fields: dict[str, Any] = {}
+    if max_steps is not None:
+        fields["max_steps"] = max_steps
+    with transaction.atomic():
+        session = AgentSession.objects.create(
+            goal=goal,
+            owner=owner,
+            provider=provider,
+            model=model or default_model(provider),
+            script=script,
+            enabled_tools=enabled_tools or [],
+            system_prompt=system_prompt,
+            max_tokens=max_tokens,
+            max_cost=max_cost,
+            **fields,
+        )
+        Message.objects.create(
+            session=session,
+            index=0,
+            role=Message.Role.USER,
+            content=[{"type": "text", "text": goal}],
+        )
+        audit.record(
+            "session.created",
+            actor=actor_for(owner),
+            session_id=session.pk,
+            payload={
+                "goal": goal,
+                "provider": session.provider,
+                "model": session.model,
+                "enabled_tools": session.enabled_tools,
+                "max_steps": session.max_steps,
+                "max_tokens": max_tokens,
+                "max_cost": str(max_cost) if max_cost is not None else None,
+                "scripted_turns": len(script) if script is not None else None,
+            },
+        )
+        runner.schedule(session.pk)
+    return session
+
+
+def cancel_session(session: AgentSession, *, user: AbstractBaseUser | None = None) -> None:
+    """Stop a session now, whatever it is doing.
+
+    Pending approvals are rejected in the canceller's name; a tool that is running is
+    stopped by the runner, which watches for this (its call ends `interrupted`).
+    Raises IllegalTransition when the session has already ended.
+    """
+    actor = actor_for(user)
+    with transaction.atomic():
+        transition(
+            session,
+            SessionStatus.CANCELLED,
+            actor=actor,
+            cancel_requested=True,
+            status_reason=f"Cancelled by {actor}.",
+        )
+        pending = ToolCall.objects.filter(session=session, state=CallState.PENDING_APPROVAL)
+        for call in pending:
+            reason = "The session was cancelled."
+            ApprovalDecision.objects.create(
+                tool_call=call, approved=False, decided_by=user, actor=actor, reason=reason
+            )
+            transition(call, CallState.REJECTED, actor=actor, payload={"reason": reason})
+            ExecutionResult.objects.create(
+                tool_call=call, status="rejected", error=reason, observation=reason
+            )

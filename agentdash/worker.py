@@ -1,0 +1,130 @@
+"""Workers: the processes (or the thread inside the web server) that run session steps.
+
+Steps are Django tasks stored by django-tasks-db. Its own worker loop polls on a fixed
+interval; ours drives that loop in batch mode (drain what is ready, then return) and
+sleeps on an event that `wake()` sets the moment a step is queued in this process, so a
+decision reaches its tool in milliseconds rather than an interval later.
+
+django-tasks-db neither retries nor notices a worker that died mid-task, so every
+worker also sweeps: it re-queues live sessions that nobody holds and nobody is
+running (their lease is free or has lapsed). A duplicate step is harmless: steps are
+idempotent and claim the session's lease first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+from django_tasks_db.management.commands.db_worker import Worker as TaskWorker
+from django_tasks_db.models import DBTaskResult
+
+logger = logging.getLogger(__name__)
+
+_wake = threading.Event()
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def wake() -> None:
+    """Tell this process's worker that a step is waiting."""
+    _wake.set()
+
+
+def sweep() -> int:
+    """Re-queue every live session that no worker holds. Returns how many."""
+    from agentdash.models import AgentSession
+    from agentdash.runner import schedule
+    from agentdash.states import CallState, SessionStatus
+
+    now = timezone.now()
+    # A session waiting for a human can still owe work: a call approved (or left
+    # running) just before its worker died.
+    owes_work = Q(status__in=[SessionStatus.QUEUED, SessionStatus.RUNNING]) | Q(
+        status=SessionStatus.WAITING_APPROVAL,
+        tool_calls__state__in=[CallState.APPROVED, CallState.AUTO_APPROVED, CallState.RUNNING],
+    )
+    stale = (
+        AgentSession.objects.filter(owes_work)
+        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
+        # Recently touched sessions most likely have their next step queued already.
+        .filter(updated_at__lt=now - timedelta(seconds=settings.AGENTDASH_SWEEP_SECONDS / 2))
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    count = 0
+    with transaction.atomic():
+        for session_id in stale:
+            schedule(session_id)
+            count += 1
+    # Finished task rows are bookkeeping only (the sessions hold the truth): keep a day.
+    DBTaskResult.objects.finished().filter(finished_at__lt=now - timedelta(days=1)).delete()
+    if count:
+        logger.info("sweep re-queued %d session(s)", count)
+    return count
+
+
+class StepWorker:
+    """Runs queued steps until stopped; sweeps for abandoned work every so often."""
+
+    def __init__(
+        self,
+        *,
+        poll_interval: float | None = None,
+        sweep_interval: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.poll_interval = poll_interval or settings.AGENTDASH_WORKER_POLL_SECONDS
+        self.sweep_interval = sweep_interval or settings.AGENTDASH_SWEEP_SECONDS
+        self.stop = stop or threading.Event()
+        self.tasks = TaskWorker(
+            queue_names=["default"],
+            interval=0,
+            batch=True,
+            backend_name="default",
+            startup_delay=False,
+            max_tasks=None,
+            worker_id=worker_id(),
+            excluded_queue_names=[],
+        )
+
+    def run(self) -> None:
+        logger.info("worker %s started", worker_id())
+        next_sweep = 0.0
+        while not self.stop.is_set():
+            _wake.clear()
+            if time.monotonic() >= next_sweep:
+                sweep()
+                next_sweep = time.monotonic() + self.sweep_interval
+            self.tasks.run()
+            close_old_connections()
+            _wake.wait(self.poll_interval)
+        logger.info("worker %s stopped", worker_id())
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        _wake.set()
+
+    def start_thread(self) -> threading.Thread:
+        """Run inside this process (the embedded default: the web server hosts it)."""
+        thread = threading.Thread(target=self._run_closing, name="agentdash-worker", daemon=True)
+        thread.start()
+        return thread
+
+    def _run_closing(self) -> None:
+        from django.db import connection
+
+        try:
+            self.run()
+        finally:
+            connection.close()

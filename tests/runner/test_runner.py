@@ -1,0 +1,293 @@
+"""The durable runner, driven with the scripted provider and the real built-in tools."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.core.exceptions import PermissionDenied
+from django_tasks_db.models import DBTaskResult
+
+from agentdash import audit
+from agentdash.approvals import AlreadyDecided, InvalidEdit, decide
+from agentdash.models import AgentSession, AuditEvent, Message, ToolCall
+from agentdash.runner import SessionRunner
+from agentdash.sessions import cancel_session, start_session
+from agentdash.states import CallState, IllegalTransition, SessionStatus, transition
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def tool_use(name: str, call_id: str, **arguments: Any) -> dict[str, Any]:
+    return {"type": "tool_use", "id": call_id, "name": name, "input": arguments}
+
+
+def text(words: str) -> dict[str, Any]:
+    return {"type": "text", "text": words}
+
+
+def start(*turns: list[dict[str, Any]], **options: Any) -> AgentSession:
+    return start_session(goal="Test the runner", script=list(turns), **options)
+
+
+def reload(session: AgentSession) -> AgentSession:
+    return AgentSession.objects.get(pk=session.pk)
+
+
+def tool_results(session: AgentSession, index: int) -> list[dict[str, Any]]:
+    return Message.objects.get(session=session, index=index).content
+
+
+def test_it_runs_auto_approved_calls_to_completion(run_queued_steps):
+    session = start(
+        [text("Let me look."), tool_use("list_dir", "c1", path=".")],
+        [text("The workspace is empty. Done.")],
+    )
+    run_queued_steps()
+
+    session = reload(session)
+    assert session.status == SessionStatus.COMPLETED
+    assert session.steps == 2
+    call = ToolCall.objects.get(session=session)
+    assert call.state == CallState.SUCCEEDED
+    assert call.approval_reason == "list_dir does not require confirmation"
+    [result] = tool_results(session, 2)
+    assert result["type"] == "tool_result"
+    assert result["tool_use_id"] == "c1"
+    assert result["is_error"] is False
+    assert audit.verify().ok
+
+
+def test_it_pauses_for_confirmation_and_holds_no_process(run_queued_steps):
+    session = start([tool_use("write_file", "w1", path="notes.md", content="hello")])
+    run_queued_steps()
+
+    session = reload(session)
+    assert session.status == SessionStatus.WAITING_APPROVAL
+    call = ToolCall.objects.get(session=session)
+    assert call.state == CallState.PENDING_APPROVAL
+    assert "requires confirmation" in call.approval_reason
+    assert call.arguments == {"path": "notes.md", "content": "hello"} | (call.arguments or {})
+    # Nothing runs and nothing is queued while the human thinks: no lease, no task.
+    assert session.lease_owner == ""
+    assert session.lease_expires_at is None
+    assert not DBTaskResult.objects.ready().exists()
+    assert not (session.workspace / "notes.md").exists()
+
+
+def test_an_approval_runs_the_call_and_resumes_the_session(run_queued_steps, operator):
+    session = start([tool_use("write_file", "w1", path="notes.md", content="hello")])
+    run_queued_steps()
+    call = ToolCall.objects.get(session=session)
+
+    decision = decide(call.pk, user=operator, approve=True, reason="looks fine")
+    assert decision.actor == "user:olivia"
+    run_queued_steps()
+
+    assert (session.workspace / "notes.md").read_text() == "hello"
+    assert reload(session).status == SessionStatus.COMPLETED
+    call.refresh_from_db()
+    assert call.state == CallState.SUCCEEDED
+    kinds = list(
+        AuditEvent.objects.filter(tool_call_id=call.pk)
+        .order_by("seq")
+        .values_list("kind", flat=True)
+    )
+    assert kinds == [
+        "toolcall.pending_approval",
+        "toolcall.approved",
+        "toolcall.running",
+        "toolcall.succeeded",
+    ]
+    assert audit.verify().ok
+
+
+def test_a_rejection_reason_reaches_the_model(run_queued_steps, operator):
+    session = start(
+        [tool_use("write_file", "w1", path="notes.md", content="hello")],
+        [text("Understood, I will not write it.")],
+    )
+    run_queued_steps()
+    call = ToolCall.objects.get(session=session)
+
+    decide(call.pk, user=operator, approve=False, reason="Use docs/ instead")
+    run_queued_steps()
+
+    [result] = tool_results(session, 2)
+    assert result["is_error"] is True
+    assert "Use docs/ instead" in result["content"]
+    assert not (session.workspace / "notes.md").exists()
+    assert reload(session).status == SessionStatus.COMPLETED
+
+
+def test_edited_arguments_are_validated_run_and_audited_in_both_versions(
+    run_queued_steps, operator
+):
+    session = start([tool_use("write_file", "w1", path="notes.md", content="draft")])
+    run_queued_steps()
+    call = ToolCall.objects.get(session=session)
+
+    with pytest.raises(InvalidEdit) as invalid:
+        decide(call.pk, user=operator, approve=True, edited_arguments={"content": "x"})
+    assert "path" in str(invalid.value)
+    assert ToolCall.objects.get(pk=call.pk).state == CallState.PENDING_APPROVAL
+
+    decide(
+        call.pk,
+        user=operator,
+        approve=True,
+        edited_arguments={"path": "final.md", "content": "edited"},
+    )
+    run_queued_steps()
+
+    assert (session.workspace / "final.md").read_text() == "edited"
+    assert not (session.workspace / "notes.md").exists()
+    approved = AuditEvent.objects.get(tool_call_id=call.pk, kind="toolcall.approved")
+    assert approved.payload["original_arguments"]["content"] == "draft"
+    assert approved.payload["edited_arguments"]["content"] == "edited"
+
+
+def test_a_second_decision_is_refused_naming_who_decided(
+    run_queued_steps, operator, second_operator
+):
+    session = start([tool_use("write_file", "w1", path="a.txt", content="a")])
+    run_queued_steps()
+    call = ToolCall.objects.get(session=session)
+
+    decide(call.pk, user=operator, approve=True)
+    with pytest.raises(AlreadyDecided, match="approved by user:olivia"):
+        decide(call.pk, user=second_operator, approve=False, reason="too late")
+    assert call.decisions.count() == 1
+
+
+def test_deciding_needs_the_permission(run_queued_steps, viewer):
+    session = start([tool_use("write_file", "w1", path="a.txt", content="a")])
+    run_queued_steps()
+    call = ToolCall.objects.get(session=session)
+    events = AuditEvent.objects.count()
+
+    with pytest.raises(PermissionDenied):
+        decide(call.pk, user=viewer, approve=True)
+    assert ToolCall.objects.get(pk=call.pk).state == CallState.PENDING_APPROVAL
+    assert AuditEvent.objects.count() == events
+
+
+def test_an_illegal_transition_is_refused_and_changes_nothing():
+    session = start([text("hi")])
+    events = AuditEvent.objects.count()
+
+    with pytest.raises(IllegalTransition, match="queued → completed is not allowed"):
+        transition(session, SessionStatus.COMPLETED, actor="test")
+    assert reload(session).status == SessionStatus.QUEUED
+    assert AuditEvent.objects.count() == events
+
+
+def test_a_stale_transition_loses_the_race_and_changes_nothing():
+    session = start([text("hi")])
+    stale_copy = reload(session)
+    transition(session, SessionStatus.RUNNING, actor="first")
+    events = AuditEvent.objects.count()
+
+    with pytest.raises(IllegalTransition, match="no longer queued"):
+        transition(stale_copy, SessionStatus.CANCELLED, actor="second")
+    assert reload(session).status == SessionStatus.RUNNING
+    assert AuditEvent.objects.count() == events
+
+
+def test_bad_model_output_becomes_error_results_and_the_session_goes_on(run_queued_steps):
+    huge = "x" * (100 * 1024 * 1024)
+    session = start(
+        [
+            tool_use("no_such_tool", "b1"),
+            tool_use("read_file", "b2"),  # missing its required path
+            tool_use("list_dir", "b1", path="."),  # a duplicate id
+            tool_use("write_file", "b4", path="big.txt", content=huge),
+        ],
+        [text("I will try again more carefully.")],
+    )
+    run_queued_steps()
+
+    session = reload(session)
+    assert session.status == SessionStatus.COMPLETED
+    calls = list(ToolCall.objects.filter(session=session).order_by("position"))
+    assert [c.state for c in calls] == [CallState.ERRORED] * 4
+    results = tool_results(session, 2)
+    assert all(r["is_error"] for r in results)
+    assert "Unknown tool 'no_such_tool'" in results[0]["content"]
+    assert "path" in results[1]["content"]
+    assert "already used" in results[2]["content"]
+    assert "bytes" in results[3]["content"]
+    # The 100 MB argument is neither run, nor kept, nor sent back to the model.
+    assert not (session.workspace / "big.txt").exists()
+    assert len(str(Message.objects.get(session=session, index=1).content)) < 100_000
+    assert audit.verify().ok
+
+
+def test_the_step_limit_ends_the_session_as_budget_exceeded(run_queued_steps):
+    session = start(
+        [tool_use("list_dir", "c1", path=".")],
+        [tool_use("list_dir", "c2", path=".")],
+        [text("done")],
+        max_steps=2,
+    )
+    run_queued_steps()
+
+    session = reload(session)
+    assert session.status == SessionStatus.BUDGET_EXCEEDED
+    assert session.steps == 2
+    assert "limit of 2 model steps" in session.status_reason
+
+
+def test_the_cost_limit_ends_the_session(run_queued_steps, settings):
+    settings.AGENTDASH_MODEL_PRICES = {
+        **settings.AGENTDASH_MODEL_PRICES,
+        "scripted": {"input": 1_000_000, "output": 1_000_000},
+    }
+    session = start(
+        [tool_use("list_dir", "c1", path=".")],
+        [text("done")],
+        max_cost=Decimal("0.01"),
+    )
+    run_queued_steps()
+
+    session = reload(session)
+    assert session.status == SessionStatus.BUDGET_EXCEEDED
+    assert session.cost > Decimal("0.01")
+    assert session.steps == 1
+
+
+def test_cancelling_a_waiting_session_rejects_its_pending_calls(run_queued_steps, operator):
+    session = start([tool_use("write_file", "w1", path="a.txt", content="a")])
+    run_queued_steps()
+
+    cancel_session(reload(session), user=operator)
+    run_queued_steps()
+
+    session = reload(session)
+    assert session.status == SessionStatus.CANCELLED
+    call = ToolCall.objects.get(session=session)
+    assert call.state == CallState.REJECTED
+    assert call.decision.actor == "user:olivia"
+    with pytest.raises(IllegalTransition):
+        cancel_session(session, user=operator)
+
+
+def test_a_step_that_runs_twice_does_nothing_the_second_time(run_queued_steps):
+    session = start([tool_use("list_dir", "c1", path=".")], [text("done")])
+    run_queued_steps()
+    events = AuditEvent.objects.count()
+
+    assert (
+        SessionRunner(session.pk).advance() == "not claimed: finished, or another worker holds it"
+    )
+    assert AuditEvent.objects.count() == events
+
+
+def test_a_claimed_session_is_not_advanced_by_a_second_runner():
+    session = start([text("hi")])
+    first = SessionRunner(session.pk)
+    assert first._claim()
+
+    assert SessionRunner(session.pk).advance().startswith("not claimed")
+    assert reload(session).status == SessionStatus.QUEUED

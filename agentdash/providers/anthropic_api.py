@@ -181,8 +181,11 @@ def _read_stream(
     # A tool_use cut off by max_tokens never got its content_block_stop.
     for index, buffer in tool_inputs.items():
         blocks[index].update(buffer.decode(blocks[index]["name"]))
+    # The API refuses an empty text block when the turn is sent back, and it can send one.
+    content = [blocks[index] for index in sorted(blocks)]
+    content = [block for block in content if block["type"] != "text" or block["text"]]
     return ModelReply(
-        content=[blocks[index] for index in sorted(blocks)],
+        content=content,
         stop_reason=_stop_reason(stop_reason),
         usage=Usage(
             input_tokens=usage.get("input_tokens", 0),

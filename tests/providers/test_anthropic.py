@@ -138,6 +138,17 @@ def test_thinking_blocks_are_kept_and_sent_back_unchanged(fake_anthropic):
     assert fake_anthropic.requests[1].body["messages"] == conversation
 
 
+def test_an_empty_text_block_is_dropped_so_the_turn_can_be_sent_back(fake_anthropic):
+    call = {"type": "tool_use", "id": "toolu_07", "name": "list_dir", "input": {}}
+    fake_anthropic.enqueue(
+        message_stream([{"type": "text", "text": ""}, call], stop_reason="tool_use")
+    )
+
+    reply = provider_for(fake_anthropic).complete(request())
+
+    assert reply.content == [call]
+
+
 @pytest.mark.parametrize(
     ("wire", "expected"),
     [

@@ -91,7 +91,7 @@ def _persisted(retries: int | None) -> str:
     if retries is None:
         return " in the middle of the reply, not retried because part of it had been streamed"
     if retries == 0:
-        return ", retries turned off"
+        return ", not retried"  # retries were off, or the server said not to
     return f" persisted after {retries} {'retry' if retries == 1 else 'retries'}"
 
 

@@ -302,6 +302,20 @@ def test_a_rate_limit_is_retried_then_succeeds(fake_openai):
     assert [sent.retry_count for sent in fake_openai.requests] == [0, 1]
 
 
+def test_a_rate_limit_asking_for_a_long_wait_is_not_retried_and_says_so(fake_openai):
+    # The SDK will not sleep for ten minutes inside a step; the session ends instead.
+    fake_openai.enqueue(error_response(429, "Quota exceeded", retry_after="600"))
+
+    with pytest.raises(ProviderError) as caught:
+        provider_for(fake_openai, max_retries=3).complete(request())
+
+    assert caught.value.kind is ErrorKind.RATE_LIMITED
+    assert caught.value.message == (
+        "OpenAI-compatible API rate limit (429), not retried: Quota exceeded"
+    )
+    assert len(fake_openai.requests) == 1
+
+
 def test_a_persistent_5xx_ends_with_a_clear_server_error(fake_openai):
     fake_openai.enqueue(
         *[error_response(503, "Service unavailable", retry_after=TINY_RETRY_AFTER)] * 4

@@ -12,6 +12,7 @@ from agentdash.providers import (
     get_provider,
     load_script,
 )
+from tools.builtin import build_registry
 
 GOAL = [{"role": "user", "content": [{"type": "text", "text": "Show me the product."}]}]
 
@@ -198,3 +199,17 @@ def test_a_script_that_is_not_json_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="not valid JSON"):
         load_script(path)
+
+
+def test_the_demo_calls_real_tools_with_valid_arguments_and_two_need_approval(tmp_path):
+    registry = build_registry(tmp_path)
+    calls = [call for reply in play(get_provider("scripted"), 5) for call in reply.tool_uses]
+
+    for call in calls:
+        registry.get(call["name"]).validate(call["input"])  # raises if they do not fit
+    assert [registry.get(call["name"]).requires_confirmation for call in calls] == [
+        False,
+        True,
+        False,
+        True,
+    ]

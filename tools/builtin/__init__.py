@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from tools.builtin.code import register_code_tools
 from tools.builtin.files import register_file_tools
+from tools.builtin.http import register_http_tools
 from tools.builtin.workspace import Workspace
 from tools.registry import ToolRegistry
-
-if TYPE_CHECKING:
-    from tools.sandbox import Sandbox
+from tools.sandbox import Sandbox, get_sandbox
 
 
 def build_registry(
@@ -28,6 +27,6 @@ def build_registry(
     registry = ToolRegistry()
     confined = Workspace(workspace)
     register_file_tools(registry, confined)
-    # The code and HTTP tools join here, registered by tools/builtin/code.py and http.py:
-    # register_code_tools(registry, confined, sandbox); register_http_tools(registry, hosts).
+    register_code_tools(registry, confined.root, sandbox or get_sandbox())
+    register_http_tools(registry, http_allow_hosts)
     return registry

@@ -14,6 +14,7 @@ their v2 mount offers no controllers.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import signal
@@ -40,8 +41,9 @@ def own_cgroup_dir(controller: str) -> Path | None:
     return None
 
 
+@functools.cache
 def usable_controllers() -> tuple[str, ...]:
-    """The controllers this process can make child groups in (tried, not assumed)."""
+    """The controllers this process can make child groups in (tried once, not assumed)."""
     usable = []
     for controller in CONTROLLERS:
         parent = own_cgroup_dir(controller)

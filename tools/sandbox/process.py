@@ -380,9 +380,16 @@ async def _exit_code(proc: asyncio.subprocess.Process) -> int:
     return exit_status(await proc.wait())
 
 
+_logged_reports: set[str] = set()
+
+
 def log_protections(sandbox: Sandbox) -> None:
-    """Say at start what this host enforces, and loudly what it does not."""
+    """Say at start what this host enforces, and loudly what it does not (once per
+    distinct report, not per sandbox made)."""
     report = sandbox.protections()
+    if repr(report) in _logged_reports:
+        return
+    _logged_reports.add(repr(report))
     missing = [name for name, value in report.items() if value is False]
     logger.info(
         "%s sandbox protections: %s",

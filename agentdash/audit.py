@@ -66,6 +66,7 @@ from typing import Any, Literal
 
 from django.db import NotSupportedError, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
 from django.db.models import QuerySet
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
@@ -229,11 +230,22 @@ def _event_hash(values: Sequence[Any]) -> str:
 # --- append ----------------------------------------------------------------------------
 
 
-def _lock_chain_head(connection: BaseDatabaseWrapper) -> None:
+# record() appends with two fixed statements rather than the ORM, because compiling the
+# ORM's queries cost several times the database work on this hot path (measured on
+# SQLite: ~330 µs per event through the ORM). Values are still adapted by the fields.
+_COLUMNS = [AuditEvent._meta.get_field(name) for name in EXPORT_FIELDS]
+_TABLE = AuditEvent._meta.db_table
+_COLUMN_LIST = ", ".join(f'"{field.column}"' for field in _COLUMNS)
+_PLACEHOLDERS = ", ".join(["%s"] * len(_COLUMNS))
+# S608: the names come from the model, never from input.
+_HEAD_SQL = f'SELECT "seq", "hash" FROM "{_TABLE}" ORDER BY "seq" DESC LIMIT 1'  # noqa: S608
+_INSERT_SQL = f'INSERT INTO "{_TABLE}" ({_COLUMN_LIST}) VALUES ({_PLACEHOLDERS})'  # noqa: S608
+
+
+def _lock_chain_head(connection: BaseDatabaseWrapper, cursor: CursorWrapper) -> None:
     """Serialise appends until the caller's transaction ends, so the chain never forks."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
     elif connection.vendor != "sqlite":
         raise NotSupportedError(f"the audit chain has no lock for {connection.vendor}")
     # SQLite: nothing to take. The settings open every transaction with BEGIN IMMEDIATE,
@@ -262,23 +274,26 @@ def record(
             "commits or rolls back with the change it records"
         )
     payload = _json_payload(redact(payload or {}))
-    _lock_chain_head(connection)
-    # Read the head only once the lock is held: under READ COMMITTED this statement
-    # sees the event that the previous holder committed.
-    head = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
-    seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
-    event = AuditEvent(
-        seq=seq,
-        created_at=timezone.now(),
-        actor=actor,
-        session_id=session_id,
-        tool_call_id=tool_call_id,
-        kind=kind,
-        payload=payload,
-        prev_hash=prev_hash,
-    )
-    event.hash = _event_hash([getattr(event, name) for name in HASHED_FIELDS])
-    event.save()
+    with connection.cursor() as cursor:
+        _lock_chain_head(connection, cursor)
+        # Read the head only once the lock is held: under READ COMMITTED this statement
+        # sees the event that the previous holder committed.
+        cursor.execute(_HEAD_SQL)
+        head = cursor.fetchone()
+        seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
+        hashed = (seq, timezone.now(), actor, session_id, tool_call_id, kind, payload, prev_hash)
+        values = (*hashed, _event_hash(hashed))
+        cursor.execute(
+            _INSERT_SQL,
+            [
+                field.get_db_prep_save(value, connection)
+                for field, value in zip(_COLUMNS, values, strict=True)
+            ],
+        )
+    event = AuditEvent(**dict(zip(EXPORT_FIELDS, values, strict=True)))
+    # The row exists now: mark the instance as loaded, so that save() refuses it.
+    event._state.adding = False
+    event._state.db = connection.alias
     return event
 
 

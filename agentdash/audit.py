@@ -64,6 +64,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any, Literal
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import NotSupportedError, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
@@ -87,7 +88,7 @@ __all__ = [
 GENESIS_HASH = "0" * 64
 REDACTED = "[REDACTED]"
 
-# The fields that the hash covers, in the order `values_list()` reads them.
+# The fields that the hash covers (the module doc), in the model's column order.
 HASHED_FIELDS = (
     "seq",
     "created_at",
@@ -156,9 +157,10 @@ def _mask(match: re.Match[str]) -> str:
 
 
 def redact(value: Any) -> Any:
-    """A copy of `value` with secrets replaced by "[REDACTED]"; other values keep their type.
+    """A copy of `value` with secrets replaced by "[REDACTED]".
 
-    Walks dicts, lists and tuples at any depth; the input is never modified.
+    Walks dicts, lists and tuples at any depth (a subclass comes back as its base type);
+    other values are returned as they are, and the input is never modified.
     """
     if isinstance(value, str):
         return _SECRET_VALUE.sub(_mask, value)
@@ -167,8 +169,10 @@ def redact(value: Any) -> Any:
             key: REDACTED if isinstance(key, str) and _is_secret_key(key) else redact(item)
             for key, item in value.items()
         }
-    if isinstance(value, list | tuple):
-        return type(value)(redact(item) for item in value)
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(redact(item) for item in value)
     return value
 
 
@@ -246,10 +250,17 @@ def _lock_chain_head(connection: BaseDatabaseWrapper, cursor: CursorWrapper) -> 
     """Serialise appends until the caller's transaction ends, so the chain never forks."""
     if connection.vendor == "postgresql":
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
-    elif connection.vendor != "sqlite":
+    elif connection.vendor == "sqlite":
+        # Nothing to take: BEGIN IMMEDIATE already holds the database's one write lock.
+        # A deferred transaction would read a head that a concurrent writer can move
+        # before this one upgrades to write; better to say so than fail at random.
+        if connection.transaction_mode not in {"IMMEDIATE", "EXCLUSIVE"}:
+            raise ImproperlyConfigured(
+                "the audit chain needs SQLite transactions to take the write lock at BEGIN: "
+                'set DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"'
+            )
+    else:
         raise NotSupportedError(f"the audit chain has no lock for {connection.vendor}")
-    # SQLite: nothing to take. The settings open every transaction with BEGIN IMMEDIATE,
-    # which already holds the database's single write lock.
 
 
 def record(

@@ -7,7 +7,8 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from django.db import transaction
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 
 from agentdash import audit
@@ -117,3 +118,12 @@ def test_it_refuses_numbers_json_cannot_hold(number):
 def test_it_refuses_values_that_are_not_json():
     with pytest.raises(TypeError, match="convert set first"), transaction.atomic():
         audit.record("session.created", actor="system", payload={"x": {1, 2}})
+
+
+def test_on_sqlite_it_refuses_transactions_that_take_no_write_lock_at_begin(monkeypatch):
+    if connection.vendor != "sqlite":
+        pytest.skip("about SQLite's transaction mode")
+    monkeypatch.setattr(connection, "transaction_mode", "DEFERRED")
+
+    with pytest.raises(ImproperlyConfigured, match="IMMEDIATE"), transaction.atomic():
+        audit.record("session.created", actor="system")

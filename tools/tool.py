@@ -114,9 +114,8 @@ class Tool:
             )
         if description is None:
             description = "\n\n".join(filter(None, (doc.short_description, doc.long_description)))
-        name = name or getattr(function, "__name__", "")
         return cls(
-            name=name,
+            name=getattr(function, "__name__", "") if name is None else name,
             description=description,
             parameters=arguments.json_schema,
             function=function,

@@ -14,6 +14,7 @@ import stat
 from pathlib import Path, PurePosixPath
 
 _SHOWN_PATH_CHARS = 200  # error messages quote paths, and a model may send huge ones
+_MAX_PATH_BYTES = 4096  # Linux's PATH_MAX
 _WALK = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
@@ -36,6 +37,13 @@ class Workspace:
         shown = _show(relative)
         if "\0" in relative:
             raise WorkspaceError(f"{shown} contains a NUL character")
+        try:
+            size = len(os.fsencode(relative))
+        except UnicodeEncodeError:
+            raise WorkspaceError(f"{shown} is not a valid file name") from None
+        # Resolving takes time quadratic in the number of parts: refuse what no system takes.
+        if size > _MAX_PATH_BYTES:
+            raise WorkspaceError(f"{shown} is longer than {_MAX_PATH_BYTES} bytes")
         path = PurePosixPath(relative)
         if path.is_absolute():
             raise WorkspaceError(f"{shown} is absolute; give a path relative to the workspace")
@@ -51,7 +59,8 @@ class Workspace:
                 raise WorkspaceError(f"{shown} does not exist") from None
             return real
         except (OSError, RuntimeError) as error:  # a link loop, a name too long, ...
-            raise WorkspaceError(f"{shown} cannot be used: {error}") from None
+            reason = getattr(error, "strerror", None) or str(error)  # without the huge name
+            raise WorkspaceError(f"{shown} cannot be used: {reason}") from None
         _refuse_hard_link(info, shown)
         return real
 

@@ -22,4 +22,8 @@ def get_sandbox(name: str = "process", **options: Any) -> Sandbox:
         from tools.sandbox.process import ProcessSandbox
 
         return ProcessSandbox(**options)
+    if name == "docker":
+        from tools.sandbox.docker import DockerSandbox
+
+        return DockerSandbox(**options)
     raise ValueError(f"unknown sandbox {name!r}: choose process, warm or docker")

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -81,23 +81,36 @@ class Command:
 
 
 class BoundedReader:
-    """Reads a stream to its end, keeping its first `limit` bytes and dropping the rest, so
-    a run that prints without end costs the server no more than `limit` bytes."""
+    """Keeps the first `limit` bytes of a stream and drops the rest, so a run that prints
+    without end costs the server no more than `limit` bytes."""
 
-    def __init__(self, stream: asyncio.StreamReader, limit: int) -> None:
-        self._stream = stream
+    def __init__(self, limit: int) -> None:
         self._limit = limit
         self.kept = bytearray()
         self.truncated = False
 
-    async def read_to_end(self) -> None:
-        while chunk := await self._stream.read(64 * 1024):
-            room = self._limit - len(self.kept)
-            if len(chunk) > room:
-                self.kept += chunk[:room]
-                self.truncated = True
-            else:
-                self.kept += chunk
+    def feed(self, chunk: bytes) -> None:
+        room = self._limit - len(self.kept)
+        if len(chunk) > room:
+            self.kept += chunk[:room]
+            self.truncated = True
+        else:
+            self.kept += chunk
+
+    async def read_to_end(self, stream: asyncio.StreamReader) -> None:
+        """Read to the end (a process blocked on a full pipe would never finish)."""
+        while chunk := await stream.read(64 * 1024):
+            self.feed(chunk)
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterator[bytes], limit: int) -> BoundedReader:
+        """Read chunks until the limit is passed, then stop reading."""
+        reader = cls(limit)
+        for chunk in chunks:
+            reader.feed(chunk)
+            if reader.truncated:
+                break
+        return reader
 
     def text(self) -> str:
         return self.kept.decode("utf-8", errors="replace")
@@ -187,9 +200,12 @@ class Sandbox(ABC):
         with the wall-clock limit. `kill` must end everything the run started; it is
         called on timeout, on cancellation, and when something still holds the output
         pipes after the main process ended (a daemonised grandchild)."""
-        out = BoundedReader(stdout, limits.max_output_bytes)
-        err = BoundedReader(stderr, limits.max_output_bytes)
-        readers = [asyncio.ensure_future(reader.read_to_end()) for reader in (out, err)]
+        out = BoundedReader(limits.max_output_bytes)
+        err = BoundedReader(limits.max_output_bytes)
+        readers = [
+            asyncio.ensure_future(out.read_to_end(stdout)),
+            asyncio.ensure_future(err.read_to_end(stderr)),
+        ]
         waiter = asyncio.ensure_future(wait)
         timed_out = False
         try:

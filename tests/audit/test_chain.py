@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.transaction import TransactionManagementError
 
 from agentdash import audit
@@ -123,7 +123,7 @@ def test_it_refuses_values_that_are_not_json():
 def test_on_sqlite_it_refuses_transactions_that_take_no_write_lock_at_begin(monkeypatch):
     if connection.vendor != "sqlite":
         pytest.skip("about SQLite's transaction mode")
-    monkeypatch.setattr(connection, "transaction_mode", "DEFERRED")
+    monkeypatch.setattr(connections["default"], "transaction_mode", "DEFERRED")
 
     with pytest.raises(ImproperlyConfigured, match="IMMEDIATE"), transaction.atomic():
         audit.record("session.created", actor="system")

@@ -129,3 +129,21 @@ class TestRealProcess:
 
         assert result.returncode == 0
         assert [json.loads(line)["seq"] for line in result.stdout.splitlines()] == [1, 3]
+
+    def test_export_stops_quietly_when_the_reader_goes_away(self, make_events):
+        make_events(1000, filler="x" * 2000)  # 2 MB: far more than a pipe holds
+
+        with subprocess.Popen(
+            [sys.executable, "manage.py", "audit", "export", "--format", "jsonl"],
+            cwd=settings.BASE_DIR,
+            env=os.environ | {"DATABASE_URL": database_url()},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as child:  # like `audit export | head -1`
+            assert json.loads(child.stdout.readline())["seq"] == 1
+            child.stdout.close()
+            stderr = child.stderr.read()
+
+        assert child.returncode == 0
+        assert stderr == ""

@@ -2,9 +2,10 @@
 
 Rows are written only by `agentdash.audit.record()`, which computes `seq`, `prev_hash`
 and `hash` under the chain-head lock; the hashing scheme is documented in
-`agentdash/audit.py`. The application never changes or removes a row: `save()` of an
-existing row, `delete()`, and the queryset's `update()`, `delete()`, `bulk_update()` and
-`bulk_create()` raise `AppendOnlyError`.
+`agentdash/audit.py`. The application never changes or removes a row: `save()` (of an
+existing row, and of a new one, which must go through record()), `delete()`, and the
+queryset's `create()`, `update()`, `delete()`, `bulk_update()` and `bulk_create()` raise
+`AppendOnlyError`.
 
 The database refuses too, as defence in depth against raw SQL (migration 0001):
 - PostgreSQL: a row trigger refuses UPDATE and DELETE. TRUNCATE stays possible: it
@@ -98,13 +99,10 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         return f"#{self.seq} {self.kind} by {self.actor}"
 
-    def save(self, **kwargs: Any) -> None:
-        if not self._state.adding:
-            _refuse("saving an existing event")
-        # A new event is only ever an INSERT; without this Django would first try an
-        # UPDATE, because the primary key (seq) is already set.
-        kwargs["force_insert"] = True
-        super().save(**kwargs)
+    # Appending, too, goes only through record(): it takes the chain-head lock and
+    # computes seq and the hashes, which a plain save() would not.
+    def save(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _refuse("save()" if self._state.adding else "saving an existing event")
 
     def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         _refuse("delete()")

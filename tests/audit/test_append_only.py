@@ -25,6 +25,20 @@ def test_saving_an_existing_event_raises(event):
     assert AuditEvent.objects.get(seq=1).actor == "model"
 
 
+@pytest.mark.parametrize(
+    "append",
+    [
+        lambda: AuditEvent(seq=3, actor="x", kind="x", prev_hash="", hash="").save(),
+        lambda: AuditEvent.objects.create(seq=3, actor="x", kind="x", prev_hash="", hash=""),
+    ],
+    ids=["save", "create"],
+)
+def test_appending_other_than_through_record_raises(event, append):
+    with pytest.raises(AppendOnlyError, match=r"append with audit\.record\(\)"):
+        append()
+    assert AuditEvent.objects.count() == 2
+
+
 def test_deleting_an_event_raises(event):
     with pytest.raises(AppendOnlyError):
         event.delete()

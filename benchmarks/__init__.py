@@ -1,0 +1,1 @@
+"""Reproducible performance measurements, run by `make bench` (see README.md)."""

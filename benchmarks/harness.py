@@ -1,0 +1,181 @@
+"""Run benchmark modules, print one table, and keep the figures with the machine and commit.
+
+A benchmark module is any module of this package (other than this one) with a
+`run() -> list[Figure]`. Results go to benchmarks/results/<timestamp>-<commit>.json, and
+latest.md shows the newest figures of every module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib
+import json
+import os
+import pkgutil
+import platform
+import statistics
+import subprocess
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PACKAGE = Path(__file__).resolve().parent
+RESULTS = PACKAGE / "results"
+_NOT_BENCHMARKS = {"harness", "__main__"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """One measured figure. `value` is None when it could not be measured (say why in note)."""
+
+    name: str
+    value: float | None
+    unit: str
+    target: str = ""  # e.g. "< 8 µs"; empty when there is nothing to meet
+    passed: bool | None = None  # None when there is no target
+    note: str = ""
+
+
+def percentile(values: Sequence[float], percent: float) -> float:
+    """The `percent`th percentile of values (inclusive method, as numpy's default)."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(percent) - 1]
+
+
+def discover() -> list[str]:
+    return sorted(
+        module.name
+        for module in pkgutil.iter_modules([str(PACKAGE)])
+        if module.name not in _NOT_BENCHMARKS and not module.name.startswith("_")
+    )
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on and at which commit."""
+    return {
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "commit": _git("rev-parse", "--short", "HEAD") or "unknown",
+        # Figures from a tree with uncommitted changes may not be the commit's.
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    available = discover()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument(
+        "modules", nargs="*", metavar="MODULE", help=f"any of {', '.join(available)} (all)"
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where figures are kept")
+    options = parser.parse_args(argv)
+    if unknown := sorted(set(options.modules) - set(available)):
+        parser.error(f"no benchmark named {', '.join(unknown)}; there are {', '.join(available)}")
+
+    facts = machine()
+    print(
+        f"commit {facts['commit']}{' (dirty)' if facts['dirty'] else ''} · Python "
+        f"{facts['python']} · {facts['cpu']} · {facts['cores']} cores",
+        flush=True,
+    )
+    figures: dict[str, list[Figure]] = {}
+    for name in options.modules or available:
+        print(f"running {name} ...", flush=True)
+        try:
+            figures[name] = importlib.import_module(f"benchmarks.{name}").run()
+        except Exception as error:  # one broken benchmark must not lose the others' figures
+            traceback.print_exc()
+            figures[name] = [Figure(f"{name} crashed", None, "", note=repr(error))]
+    for name, rows in figures.items():
+        print(f"\n{name}\n{table(rows)}")
+
+    record = write(options.results, facts, figures)
+    print(f"\nwritten to {record} and {options.results / 'latest.md'}")
+    failed = any(f.passed is False or f.value is None for rows in figures.values() for f in rows)
+    return 1 if failed else 0
+
+
+def write(directory: Path, facts: dict[str, Any], figures: dict[str, list[Figure]]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = facts["timestamp"].replace(":", "").replace("+0000", "Z")
+    record = directory / f"{stamp}-{facts['commit']}.json"
+    data = {**facts, "modules": {k: [dataclasses.asdict(f) for f in v] for k, v in figures.items()}}
+    record.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    (directory / "latest.md").write_text(latest(directory))
+    return record
+
+
+def latest(directory: Path) -> str:
+    """A Markdown page of the newest figures of every module found in `directory`."""
+    newest: dict[str, dict[str, Any]] = {}
+    for path in sorted(directory.glob("*.json")):  # names start with the time: oldest first
+        data = json.loads(path.read_text())
+        for module in data["modules"]:
+            newest[module] = data
+    lines = ["# Latest benchmark figures", "", "Written by `make bench`; one run per module."]
+    for module, data in sorted(newest.items()):
+        rows = [Figure(**row) for row in data["modules"][module]]
+        dirty = " (uncommitted changes)" if data["dirty"] else ""
+        lines += [
+            "",
+            f"## {module}",
+            "",
+            f"{data['timestamp']}, commit {data['commit']}{dirty}, Python {data['python']}, "
+            f"{data['cpu']}, {data['cores']} cores",
+            "",
+            table(rows, markdown=True),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def table(rows: Sequence[Figure], *, markdown: bool = False) -> str:
+    header = ("figure", "value", "unit", "target", "met", "note")
+    cells = [header] + [
+        (f.name, _number(f.value), f.unit, f.target, _verdict(f.passed), f.note) for f in rows
+    ]
+    if markdown:
+        lines = [f"| {' | '.join(row)} |" for row in cells]
+        lines.insert(1, "|" + "---|" * len(header))
+        return "\n".join(lines)
+    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    )
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
+def _verdict(passed: bool | None) -> str:
+    return {True: "yes", False: "NO", None: ""}[passed]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=PACKAGE, capture_output=True, text=True, timeout=30, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.strip()

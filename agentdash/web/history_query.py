@@ -1,0 +1,264 @@
+"""What the audit history page asks of the log: filters, keyset pages, the chain's last check.
+
+Built to stay fast on millions of events: every page is a keyset read on `seq` through
+an index (`seq < cursor ORDER BY seq DESC LIMIT n`), never OFFSET, and nothing counts
+the whole table; the size of the log is its head's seq, since seq has no gaps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from django import forms
+from django.db import connections, transaction
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
+
+from agentdash import audit
+from agentdash.models import AuditEvent, ToolCall
+from agentdash.states import CALL_TRANSITIONS, SESSION_TRANSITIONS
+
+PAGE_SIZE = 50
+
+# The kind of the event that records a verification of the chain (see verify_chain()).
+VERIFIED_KIND = "audit.verified"
+
+
+def _states_entered(transitions: Mapping[str, frozenset[str]]) -> list[str]:
+    """Every state some transition leads to, in the order the state machine declares them."""
+    targets = frozenset().union(*transitions.values())
+    return [state for state in transitions if state in targets]
+
+
+def _kind_choices() -> list[tuple[str, Any]]:
+    # Derived from the state machines, so a new state is filterable as soon as it exists;
+    # states nothing moves into (a call's "proposed", a session's "queued") are left out
+    # because no event ever records them.
+    def group(prefix: str, states: list[str]) -> list[tuple[str, str]]:
+        return [(f"{prefix}.{state}", state.replace("_", " ")) for state in states]
+
+    return [
+        ("", "any"),
+        ("Tool call", group("toolcall", _states_entered(CALL_TRANSITIONS))),
+        (
+            "Session",
+            [
+                ("session.created", "created"),
+                *group("session", _states_entered(SESSION_TRANSITIONS)),
+            ],
+        ),
+        ("Other", [("model.replied", "model replied"), (VERIFIED_KIND, "chain verified")]),
+    ]
+
+
+class HistoryFilterForm(forms.Form):
+    """The history page's filters and cursor, read from the query string.
+
+    Every field is optional; an unbound or empty form means "everything, newest first".
+    """
+
+    session = forms.IntegerField(required=False, min_value=1, label="Session")
+    tool = forms.CharField(required=False, max_length=200, label="Tool")
+    kind = forms.ChoiceField(required=False, choices=_kind_choices, label="Status")
+    actor = forms.CharField(
+        required=False,
+        max_length=200,
+        label="Actor",
+        widget=forms.TextInput(attrs={"placeholder": "user:alice, policy, runner, model"}),
+    )
+    since = forms.DateTimeField(
+        required=False,
+        label="From (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    until = forms.DateTimeField(
+        required=False,
+        label="Until (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    q = forms.CharField(
+        required=False,
+        max_length=200,
+        label="Search payloads",
+        help_text="Arguments, reasons, errors, the model's words; case-insensitive.",
+    )
+    # The keyset cursor: older than event `before`, or newer than event `after`.
+    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+
+    CURSOR_FIELDS = ("before", "after")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since and until and since >= until:
+            self.add_error("until", "Must be later than From.")
+        if cleaned.get("before") is not None and cleaned.get("after") is not None:
+            raise forms.ValidationError("Page either before or after an event, not both.")
+        return cleaned
+
+    def filter_params(self) -> dict[str, str]:
+        """The filters as query-string values, cursor left out: the base of every link."""
+        return {
+            name: self.data[name]
+            for name in self.fields
+            if name not in self.CURSOR_FIELDS and self.data.get(name)
+        }
+
+    def events(self) -> QuerySet[AuditEvent]:
+        """The events the filters select, in no order. The form must be valid."""
+        data = self.cleaned_data
+        events = AuditEvent.objects.all()
+        if data["session"] is not None:
+            events = events.filter(session_id=data["session"])
+        if data["tool"]:
+            # The tool's name lives on the call, not on every event of the call.
+            calls = ToolCall.objects.filter(tool_name=data["tool"]).values("pk")
+            events = events.filter(tool_call_id__in=calls)
+        if data["kind"]:
+            events = events.filter(kind=data["kind"])
+        if data["actor"]:
+            events = events.filter(actor=data["actor"])
+        if data["since"]:
+            events = events.filter(created_at__gte=data["since"])
+        if data["until"]:
+            events = events.filter(created_at__lt=data["until"])
+        if data["q"]:
+            events = events.annotate(payload_text=Cast("payload", TextField())).filter(
+                payload_text__icontains=_as_stored_in_json(data["q"], events.db)
+            )
+        return events
+
+
+def _as_stored_in_json(text: str, alias: str) -> str:
+    """`text` as it appears inside the payload's JSON text, so a search matches it there.
+
+    A quote or a newline is escaped in JSON text, and SQLite keeps the JSON that Python
+    wrote, with non-ASCII as \\uXXXX escapes; PostgreSQL's jsonb prints it as it is.
+    """
+    ascii_only = connections[alias].vendor != "postgresql"
+    return json.dumps(text, ensure_ascii=ascii_only)[1:-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    """One page of events, newest first, and the cursors to its neighbours (None: none)."""
+
+    events: list[AuditEvent]
+    newer_after: int | None  # link to ?after=<this> for the newer page
+    older_before: int | None  # link to ?before=<this> for the older page
+
+
+def page_of(
+    events: QuerySet[AuditEvent],
+    *,
+    before: int | None = None,
+    after: int | None = None,
+    size: int = PAGE_SIZE,
+) -> Page:
+    """The page of `events` just older than `before`, just newer than `after`, or the newest.
+
+    One extra row read in the paging direction tells whether more lie that way; one
+    indexed EXISTS tells whether anything lies the other way. Appending events never
+    moves a page reached through `before`, since new events only get higher seqs.
+    """
+    if after is not None:
+        rows = list(events.filter(seq__gt=after).order_by("seq")[: size + 1])
+        more_newer = len(rows) > size
+        rows = rows[:size][::-1]
+        more_older = bool(rows) and events.filter(seq__lt=rows[-1].seq).exists()
+    else:
+        scope = events if before is None else events.filter(seq__lt=before)
+        rows = list(scope.order_by("-seq")[: size + 1])
+        more_older = len(rows) > size
+        rows = rows[:size]
+        more_newer = (
+            bool(rows) and before is not None and events.filter(seq__gt=rows[0].seq).exists()
+        )
+    return Page(
+        events=rows,
+        newer_after=rows[0].seq if more_newer else None,
+        older_before=rows[-1].seq if more_older else None,
+    )
+
+
+def head_seq() -> int:
+    """The newest event's seq, which is also how many events the log holds."""
+    return AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
+
+
+def tool_names(events: list[AuditEvent]) -> dict[int, str]:
+    """The tool of each call that `events` mention, in one query."""
+    call_ids = {event.tool_call_id for event in events if event.tool_call_id is not None}
+    return dict(ToolCall.objects.filter(pk__in=call_ids).values_list("pk", "tool_name"))
+
+
+# --- the chain's verification -----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainStatus:
+    """The last recorded verification of the chain, measured against today's head."""
+
+    checked: bool  # False: the chain was never verified
+    ok: bool = False
+    verified_at: dt.datetime | None = None
+    verified_by: str = ""
+    events_checked: int = 0
+    first_bad_seq: int | None = None
+    problem: str = ""
+    # Events appended after those that the check read, its own record left out.
+    unchecked: int = 0
+
+    @property
+    def stale(self) -> bool:
+        return self.unchecked > 0
+
+
+def verify_chain(actor: str) -> audit.VerifyReport:
+    """Check the whole chain now and append the result to it as an "audit.verified" event.
+
+    The result goes into the log itself because it is the one store that every process
+    shares and that outlives restarts, and because who checked the log, and what they
+    found, is itself worth keeping. Takes about as long as `manage.py audit verify`.
+    """
+    report = audit.verify()
+    with transaction.atomic():
+        audit.record(
+            VERIFIED_KIND,
+            actor=actor,
+            payload={
+                "ok": report.ok,
+                "events_checked": report.events_checked,
+                "first_bad_seq": report.first_bad_seq,
+                "problem": report.problem,
+                "head_seq": report.head_seq,
+                "head_hash": report.head_hash,
+                "seconds": round(report.seconds, 3),
+            },
+        )
+    return report
+
+
+def chain_status() -> ChainStatus:
+    """The last verification's result, from its event: two indexed reads, no chain walk."""
+    last = AuditEvent.objects.filter(kind=VERIFIED_KIND).order_by("-seq").first()
+    if last is None:
+        return ChainStatus(checked=False)
+    found = last.payload
+    # What the check read ends at its last event; on a broken chain at the bad one.
+    read_up_to = found["first_bad_seq"] or found["head_seq"]
+    return ChainStatus(
+        checked=True,
+        ok=found["ok"],
+        verified_at=last.created_at,
+        verified_by=last.actor,
+        events_checked=found["events_checked"],
+        first_bad_seq=found["first_bad_seq"],
+        problem=found["problem"],
+        unchecked=max(0, head_seq() - read_up_to - 1),
+    )

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tools import ExecutionStatus, ToolExecutor
+from tools import ExecutionStatus, ToolExecutor, ToolRegistry
 from tools.builtin import build_registry
-from tools.builtin.files import READ_LIMIT_BYTES
+from tools.builtin.files import READ_LIMIT_BYTES, register_file_tools
 from tools.builtin.workspace import Workspace, WorkspaceError
 
 CONFIRMED = {"confirmed": True}
@@ -37,8 +37,15 @@ def root(tmp_path: Path, outside: Path) -> Path:
 
 
 @pytest.fixture
-def executor(root: Path) -> ToolExecutor:
-    return ToolExecutor(build_registry(root))
+def registry(root: Path) -> ToolRegistry:
+    registry = ToolRegistry()
+    register_file_tools(registry, Workspace(root))
+    return registry
+
+
+@pytest.fixture
+def executor(registry: ToolRegistry) -> ToolExecutor:
+    return ToolExecutor(registry)
 
 
 ESCAPES = {
@@ -148,8 +155,8 @@ async def test_write_file_never_empties_a_hard_linked_file(executor, outside):
     assert (outside / "secret.txt").read_text() == "the secret"
 
 
-def test_write_files_preview_is_a_diff_against_the_file_as_it_is(root):
-    write_file = build_registry(root).get("write_file")
+def test_write_files_preview_is_a_diff_against_the_file_as_it_is(registry):
+    write_file = registry.get("write_file")
 
     def preview(path: str, content: str) -> str:
         return write_file.preview(write_file.validate({"path": path, "content": content}))
@@ -186,8 +193,8 @@ async def test_list_dir_of_an_empty_directory_and_of_a_file(executor, root):
     assert not_a_dir.error.startswith("NotADirectoryError")
 
 
-def test_the_file_tools_registration():
-    registry = build_registry(Path(__file__).parent)
+def test_build_registry_registers_the_file_tools(tmp_path):
+    registry = build_registry(tmp_path)
 
     tools = {tool.name: tool for tool in registry.list_tools(tag="fs")}
 

@@ -25,7 +25,7 @@ from tools import (
     ToolExecutor,
     ToolRegistry,
 )
-from tools.builtin import build_registry
+from tools.builtin.files import register_file_tools
 from tools.builtin.workspace import Workspace, WorkspaceError
 
 DETERMINISTIC = settings(derandomize=True, deadline=None, max_examples=150)
@@ -226,7 +226,9 @@ def confinement(tmp_path_factory) -> tuple[Path, Path]:
 @given(path=paths)
 def test_no_path_leads_a_file_tool_out_of_its_workspace(confinement, path):
     root, outside = confinement
-    executor = ToolExecutor(build_registry(root))
+    registry = ToolRegistry()
+    register_file_tools(registry, Workspace(root))
+    executor = ToolExecutor(registry)
 
     try:
         resolved = Workspace(root).resolve(path)

@@ -19,12 +19,13 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, close_old_connections, transaction
 from django.db.models import F, Q
 from django.tasks import task
 from django.utils import timezone
@@ -34,6 +35,7 @@ from agentdash.models import AgentSession, ExecutionResult, Message, ToolCall
 from agentdash.providers import (
     ModelReply,
     ModelRequest,
+    Provider,
     ProviderError,
     StopReason,
     cost_of,
@@ -71,6 +73,7 @@ class SessionRunner:
         self.session_id = session_id
         self.on_text = on_text
         self.lease_owner = f"{worker.worker_id()}:{threading.get_ident()}"
+        self.provider: Provider | None = None
 
     # -- the lease --------------------------------------------------------------------
 
@@ -85,12 +88,6 @@ class SessionRunner:
             == 1
         )
 
-    def _renew(self) -> None:
-        expires = timezone.now() + timedelta(seconds=settings.AGENTDASH_LEASE_SECONDS)
-        AgentSession.objects.filter(pk=self.session_id, lease_owner=self.lease_owner).update(
-            lease_expires_at=expires
-        )
-
     def _release(self) -> None:
         AgentSession.objects.filter(pk=self.session_id, lease_owner=self.lease_owner).update(
             lease_owner="", lease_expires_at=None
@@ -101,15 +98,16 @@ class SessionRunner:
     def advance(self) -> str:
         if not self._claim():
             return "not claimed: finished, or another worker holds it"
+        self.lease_released = False
+        _lease_renewer.hold(self.session_id, self.lease_owner)
         try:
-            with _LeaseKeeper(self._renew, settings.AGENTDASH_LEASE_SECONDS / 3):
-                for _ in range(STEPS_PER_TASK):
-                    outcome = self.step()
-                    if outcome != "continue":
-                        return outcome
-                with transaction.atomic():
-                    schedule(self.session_id)
-                return "re-queued"
+            for _ in range(STEPS_PER_TASK):
+                outcome = self.step()
+                if outcome != "continue":
+                    return outcome
+            with transaction.atomic():
+                schedule(self.session_id)
+            return "re-queued"
         except DatabaseError:
             raise  # the database went away: the sweep retries the step once it is back
         except Exception as error:
@@ -119,10 +117,13 @@ class SessionRunner:
             self._end(session, SessionStatus.FAILED, f"Internal error in the runner: {error!r}")
             return session.status
         finally:
-            self._release()
+            _lease_renewer.let_go(self.session_id)
+            if not self.lease_released:
+                self._release()
 
     def step(self) -> str:
-        session = AgentSession.objects.get(pk=self.session_id)
+        # The script is only read when the model is called (see _provider).
+        session = AgentSession.objects.defer("script").get(pk=self.session_id)
         if session.is_finished:
             return session.status
         if session.status == SessionStatus.QUEUED:
@@ -137,26 +138,38 @@ class SessionRunner:
         for call in calls:
             if call.is_decided or self._should_rerun(call):
                 self._run_call(session, call)
-                session.refresh_from_db()
+                session.status = _status_of(session.pk)
                 if session.is_finished:
                     return session.status
         if any(call.state == CallState.PENDING_APPROVAL for call in calls):
             if session.status == SessionStatus.RUNNING:
-                transition(session, SessionStatus.WAITING_APPROVAL, actor=ACTOR)
+                self._wait_for_approval(session)
             return "waiting_approval"
         if session.status == SessionStatus.WAITING_APPROVAL:
             transition(session, SessionStatus.RUNNING, actor=ACTOR)
 
         assert turn is not None  # every session starts with the goal message
+        last_index = turn.index
         if turn.role == Message.Role.ASSISTANT:
             if calls:
-                self._append_results(session, turn, calls)
+                last_index = self._append_results(session, turn, calls).index
             elif turn.stop_reason != StopReason.PAUSE_TURN:
                 return self._finish(session, turn)
         if reason := self._over_budget(session):
             self._end(session, SessionStatus.BUDGET_EXCEEDED, reason)
             return session.status
-        return self._call_model(session)
+        return self._call_model(session, last_index)
+
+    def _wait_for_approval(self, session: AgentSession) -> None:
+        """Stop here until a human decides; the session lets go of its lease as it does."""
+        transition(
+            session,
+            SessionStatus.WAITING_APPROVAL,
+            actor=ACTOR,
+            lease_owner="",
+            lease_expires_at=None,
+        )
+        self.lease_released = True
 
     # -- tool calls ---------------------------------------------------------------------
 
@@ -177,10 +190,12 @@ class SessionRunner:
         if call.state != CallState.INTERRUPTED:
             return False
         tool = self.registry.get(call.tool_name)
-        attempts = call.results.count()
-        return tool is not None and tool.idempotent and attempts < settings.AGENTDASH_MAX_ATTEMPTS
+        if tool is None or not tool.idempotent:
+            return False
+        return call.results.count() < settings.AGENTDASH_MAX_ATTEMPTS
 
     def _run_call(self, session: AgentSession, call: ToolCall) -> None:
+        rerun = call.state == CallState.INTERRUPTED
         transition(call, CallState.RUNNING, actor=ACTOR)
         executor = ToolExecutor(self.registry)
         result = _run_cancellable(
@@ -210,7 +225,7 @@ class SessionRunner:
                 actor=ACTOR,
                 payload={"status": str(result.status), "duration_ms": result.duration_ms},
             )
-            self._store_result(call, tool_result=result)
+            self._store_result(call, tool_result=result, first_attempt=not rerun)
 
     def _store_result(
         self,
@@ -219,6 +234,7 @@ class SessionRunner:
         tool_result: ToolResult | None = None,
         status: ExecutionStatus | None = None,
         error: str = "",
+        first_attempt: bool = False,
     ) -> ExecutionResult:
         if tool_result is None:
             tool_result = ToolResult(
@@ -229,10 +245,10 @@ class SessionRunner:
                 call_id=call.call_id,
             )
         data = tool_result.to_dict()
-        attempt = call.results.order_by("-attempt").values_list("attempt", flat=True).first() or 0
+        previous = 0 if first_attempt else call.results.count()
         return ExecutionResult.objects.create(
             tool_call=call,
-            attempt=attempt + 1,
+            attempt=previous + 1,
             status=str(tool_result.status),
             result=data.get("result"),
             error=tool_result.error or "",
@@ -246,18 +262,19 @@ class SessionRunner:
         self, session: AgentSession, turn: Message, calls: list[ToolCall]
     ) -> Message:
         """The user turn that carries every call's result back to the model."""
-        blocks = []
-        for call in calls:
-            result = call.latest_result
-            assert result is not None, f"call {call.pk} finished without a result"
-            blocks.append(
-                {
-                    "type": "tool_result",
-                    "tool_use_id": call.call_id,
-                    "content": result.observation,
-                    "is_error": result.is_error,
-                }
-            )
+        latest = {
+            result.tool_call_id: result
+            for result in ExecutionResult.objects.filter(tool_call__in=calls).order_by("attempt")
+        }
+        blocks = [
+            {
+                "type": "tool_result",
+                "tool_use_id": call.call_id,
+                "content": latest[call.pk].observation,
+                "is_error": latest[call.pk].is_error,
+            }
+            for call in calls
+        ]
         return Message.objects.create(
             session=session, index=turn.index + 1, role=Message.Role.USER, content=blocks
         )
@@ -273,7 +290,7 @@ class SessionRunner:
             return f"Spent ${session.cost:.4f}, the limit is ${session.max_cost:.4f}."
         return ""
 
-    def _call_model(self, session: AgentSession) -> str:
+    def _call_model(self, session: AgentSession, last_index: int) -> str:
         messages = [
             {"role": m.role, "content": m.content} for m in session.messages.order_by("index")
         ]
@@ -284,24 +301,32 @@ class SessionRunner:
             tools=self.registry.to_api_format("anthropic"),
             max_tokens=settings.AGENTDASH_MAX_OUTPUT_TOKENS,
         )
-        options = {"script": session.script} if session.provider == "scripted" else {}
         on_text = (lambda text: self.on_text(session.pk, text)) if self.on_text else None
         try:
-            provider = get_provider(session.provider, **options)
-            reply = provider.complete(request, on_text=on_text)
+            reply = self._provider(session).complete(request, on_text=on_text)
         except (ProviderError, ValueError) as error:
             self._end(session, SessionStatus.FAILED, f"The model provider failed: {error}")
             return session.status
         try:
-            return self._store_reply(session, reply)
+            return self._store_reply(session, reply, last_index + 1)
         except StaleState:
             # Cancelled while the model was thinking: the reply is not used.
             session.refresh_from_db()
             return session.status
 
-    def _store_reply(self, session: AgentSession, reply: ModelReply) -> str:
+    def _provider(self, session: AgentSession) -> Provider:
+        """The session's model client, built once per task (a script is validated once)."""
+        if self.provider is None:
+            options = {}
+            if session.provider == "scripted":
+                options["script"] = AgentSession.objects.filter(pk=session.pk).values_list(
+                    "script", flat=True
+                )[0]
+            self.provider = get_provider(session.provider, **options)
+        return self.provider
+
+    def _store_reply(self, session: AgentSession, reply: ModelReply, index: int) -> str:
         cost = cost_of(reply.model or session.model, reply.usage)
-        last_index = session.messages.order_by("-index").values_list("index", flat=True)[0]
         with transaction.atomic():
             changed = AgentSession.objects.filter(
                 pk=session.pk, status=SessionStatus.RUNNING
@@ -317,7 +342,7 @@ class SessionRunner:
             content = [_shrink_block(block) for block in reply.content]
             message = Message.objects.create(
                 session=session,
-                index=last_index + 1,
+                index=index,
                 role=Message.Role.ASSISTANT,
                 content=content,
                 stop_reason=str(reply.stop_reason),
@@ -342,8 +367,20 @@ class SessionRunner:
                 },
             )
             uses = [block for block in reply.content if block.get("type") == "tool_use"]
-            for position, block in enumerate(uses):
-                self._propose(session, message, position, block)
+            self.seen_call_ids = (
+                set(
+                    ToolCall.objects.filter(
+                        session=session, call_id__in=[str(block.get("id")) for block in uses]
+                    ).values_list("call_id", flat=True)
+                )
+                if uses
+                else set()
+            )
+            states = [self._propose(session, message, n, block) for n, block in enumerate(uses)]
+            if CallState.PENDING_APPROVAL in states and CallState.AUTO_APPROVED not in states:
+                # Nothing can run before a human decides: stop now, in this transaction.
+                self._wait_for_approval(session)
+                return "waiting_approval"
 
         if reply.stop_reason == StopReason.REFUSAL:
             self._end(session, SessionStatus.FAILED, "The model refused to continue.")
@@ -359,7 +396,7 @@ class SessionRunner:
 
     def _propose(
         self, session: AgentSession, message: Message, position: int, block: dict[str, Any]
-    ) -> None:
+    ) -> str:
         """Record one call the model asked for; the policy decides it, unless it is faulty."""
         raw = block.get("input")
         size = len(json.dumps(raw, default=str))
@@ -373,20 +410,26 @@ class SessionRunner:
             if size <= settings.AGENTDASH_MAX_STORED_ARGUMENT_BYTES
             else _omitted(size),
         )
-        fault = self._fault(session, call, block, size)
+        fault = self._fault(call, block, size)
+        self.seen_call_ids.add(call.call_id)
         if fault is not None:
             status, error = fault
             transition(call, CallState.ERRORED, actor=ACTOR, payload={"error": error})
-            self._store_result(call, status=status, error=error)
-            return
+            self._store_result(call, status=status, error=error, first_attempt=True)
+            return call.state
         tool = self.registry.get(call.tool_name)
         assert tool is not None  # _fault() checked
         try:
             arguments = tool.validate(raw)
         except ToolValidationError as invalid:
             transition(call, CallState.ERRORED, actor=ACTOR, payload={"error": str(invalid)})
-            self._store_result(call, status=ExecutionStatus.VALIDATION_ERROR, error=str(invalid))
-            return
+            self._store_result(
+                call,
+                status=ExecutionStatus.VALIDATION_ERROR,
+                error=str(invalid),
+                first_attempt=True,
+            )
+            return call.state
         decision = policy.decide_call(tool, arguments)
         transition(
             call,
@@ -402,9 +445,10 @@ class SessionRunner:
             approval_reason=decision.reason,
             preview=_preview(tool, arguments),
         )
+        return call.state
 
     def _fault(
-        self, session: AgentSession, call: ToolCall, block: dict[str, Any], size: int
+        self, call: ToolCall, block: dict[str, Any], size: int
     ) -> tuple[ExecutionStatus, str] | None:
         """What makes a call unusable before its arguments are even validated."""
         limit = settings.AGENTDASH_MAX_TOOL_INPUT_BYTES
@@ -415,7 +459,7 @@ class SessionRunner:
                 f"The arguments for {call.tool_name} were {size:,} bytes, over the limit of "
                 f"{limit:,} bytes, and were not used. Send smaller arguments."
             )
-        if ToolCall.objects.filter(session=session, call_id=call.call_id).count() > 1:
+        if call.call_id in self.seen_call_ids:
             return ExecutionStatus.ERROR, (
                 f"The call id {call.call_id!r} was already used in this session; "
                 "every tool call needs a new id."
@@ -491,7 +535,23 @@ def _run_cancellable(coro: Any, *, is_cancelled: Callable[[], bool]) -> ToolResu
                 await asyncio.gather(job, return_exceptions=True)
                 return None
 
-    return asyncio.run(main())
+    return _event_loop().run_until_complete(main())
+
+
+_thread_state = threading.local()
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """This thread's event loop, kept for the thread's life: a loop (and the thread pool
+    that runs sync tools) per call would cost more than most tools take to run."""
+    loop = getattr(_thread_state, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _thread_state.loop = asyncio.new_event_loop()
+    return loop
+
+
+def _status_of(session_id: int) -> str:
+    return AgentSession.objects.filter(pk=session_id).values_list("status", flat=True)[0]
 
 
 def _closing(check: Callable[[], bool]) -> Callable[[], bool]:
@@ -507,29 +567,38 @@ def _closing(check: Callable[[], bool]) -> Callable[[], bool]:
     return run
 
 
-class _LeaseKeeper:
-    """Renews the lease in the background while a step runs, however long a model call
-    or a tool takes; a worker that dies stops renewing and its claim lapses."""
+class _LeaseRenewer:
+    """One thread per process that keeps the leases of the steps running here alive,
+    however long a model call or a tool takes. A process that dies stops renewing, and
+    its claims lapse for the sweep to find."""
 
-    def __init__(self, renew: Callable[[], None], every: float) -> None:
-        self.renew = renew
-        self.every = every
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+    def __init__(self) -> None:
+        self.held: dict[int, str] = {}
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def hold(self, session_id: int, owner: str) -> None:
+        with self.lock:
+            self.held[session_id] = owner
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
+                self.thread.start()
+
+    def let_go(self, session_id: int) -> None:
+        with self.lock:
+            self.held.pop(session_id, None)
 
     def _run(self) -> None:
-        from django.db import connection
+        while True:
+            time.sleep(settings.AGENTDASH_LEASE_SECONDS / 3)
+            with self.lock:
+                held = list(self.held.items())
+            expires = timezone.now() + timedelta(seconds=settings.AGENTDASH_LEASE_SECONDS)
+            for session_id, owner in held:
+                AgentSession.objects.filter(pk=session_id, lease_owner=owner).update(
+                    lease_expires_at=expires
+                )
+            close_old_connections()
 
-        try:
-            while not self.stopped.wait(self.every):
-                self.renew()
-        finally:
-            connection.close()
 
-    def __enter__(self) -> _LeaseKeeper:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stopped.set()
-        self.thread.join()
+_lease_renewer = _LeaseRenewer()

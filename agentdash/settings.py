@@ -101,9 +101,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
         ),
     }
-    # Channels' live-server tests run Daphne in another process: the test database
-    # must be a file both can open.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_agentdash.sqlite3")}
+    # Channels' live-server tests run Daphne in another process: the test database must
+    # be a file both can open. One per test run (children inherit the name through the
+    # environment), so that runs side by side do not share it.
+    _test_run = os.environ.setdefault("AGENTDASH_TEST_RUN", str(os.getpid()))
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test_agentdash_{_test_run}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

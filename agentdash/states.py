@@ -142,20 +142,23 @@ def transition(
     updates = {field: new, "updated_at": now, **fields}
     if (stamp := stamps.get(new)) and stamp not in fields:
         updates[stamp] = now
-    with transaction.atomic():
+    # No savepoint: nothing in here can fail half-way without failing the caller too, and
+    # a stale row is reported after the block, once it is known that nothing was written.
+    with transaction.atomic(savepoint=False):
         changed = type(obj).objects.filter(pk=obj.pk, **{field: old}).update(**updates)
-        if changed != 1:
-            current = type(obj).objects.filter(pk=obj.pk).values_list(field, flat=True).first()
-            raise StaleState(
-                f"{type(obj).__name__} {obj.pk} is {current}, no longer {old}: not moved to {new}",
-                current=current or "",
+        if changed == 1:
+            audit.record(
+                f"{kind}.{new}",
+                actor=actor,
+                session_id=session_id,
+                tool_call_id=call_id,
+                payload={"from": old, "to": new, **(payload or {})},
             )
-        audit.record(
-            f"{kind}.{new}",
-            actor=actor,
-            session_id=session_id,
-            tool_call_id=call_id,
-            payload={"from": old, "to": new, **(payload or {})},
+    if changed != 1:
+        current = type(obj).objects.filter(pk=obj.pk).values_list(field, flat=True).first()
+        raise StaleState(
+            f"{type(obj).__name__} {obj.pk} is {current}, no longer {old}: not moved to {new}",
+            current=current or "",
         )
     for name, value in updates.items():
         setattr(obj, name, value)

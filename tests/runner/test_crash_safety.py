@@ -1,0 +1,199 @@
+"""Crash safety, proven by SIGKILLing a real `manage.py agent worker` process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from agentdash import audit
+from agentdash.approvals import decide
+from agentdash.models import AgentSession, AuditEvent, Message, ToolCall
+from agentdash.runner import SessionRunner
+from agentdash.sessions import start_session
+from agentdash.states import CallState, SessionStatus, transition
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_url() -> str:
+    """The test database, as a URL a child process can open."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """A real worker process on the test database, killed however the test likes."""
+
+    def __init__(self, workspaces: Path, log: Path) -> None:
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "AGENTDASH_WORKSPACES_DIR": str(workspaces),
+            "AGENTDASH_LEASE_SECONDS": "1",
+            "AGENTDASH_SWEEP_SECONDS": "0.5",
+            "AGENTDASH_WORKER_POLL_SECONDS": "0.05",
+        }
+        self.log = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "agent", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def spawn_worker(tmp_path) -> Iterator[Callable[[], WorkerProcess]]:
+    workers: list[WorkerProcess] = []
+
+    def spawn() -> WorkerProcess:
+        worker = WorkerProcess(settings.AGENTDASH_WORKSPACES_DIR, tmp_path / "worker.log")
+        workers.append(worker)
+        return worker
+
+    yield spawn
+    for worker in workers:
+        worker.stop()
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def call_in(session: AgentSession, state: str) -> ToolCall | None:
+    return ToolCall.objects.filter(session=session, state=state).first()
+
+
+def status_of(session: AgentSession) -> str:
+    return AgentSession.objects.get(pk=session.pk).status
+
+
+def runs_of(call: ToolCall) -> int:
+    return AuditEvent.objects.filter(tool_call_id=call.pk, kind="toolcall.running").count()
+
+
+def test_a_pending_approval_survives_a_killed_worker(spawn_worker, operator):
+    session = start_session(
+        goal="Write a note",
+        script=[
+            [
+                {
+                    "type": "tool_use",
+                    "id": "w1",
+                    "name": "write_file",
+                    "input": {"path": "note.txt", "content": "survived"},
+                }
+            ],
+            [{"type": "text", "text": "Done."}],
+        ],
+    )
+    worker = spawn_worker()
+    call = wait_for(lambda: call_in(session, CallState.PENDING_APPROVAL), "the pending call")
+    worker.kill()
+
+    spawn_worker()
+    time.sleep(1.5)  # a sweep or two in the new worker: the call must stay pending
+    assert ToolCall.objects.get(pk=call.pk).state == CallState.PENDING_APPROVAL
+    assert status_of(session) == SessionStatus.WAITING_APPROVAL
+
+    decide(call.pk, user=operator, approve=True)
+    wait_for(lambda: status_of(session) == SessionStatus.COMPLETED, "completion")
+    assert (session.workspace / "note.txt").read_text() == "survived"
+    assert runs_of(call) == 1
+    assert audit.verify().ok
+
+
+def test_a_call_running_when_its_worker_dies_is_interrupted_and_the_model_told(
+    spawn_worker, operator
+):
+    session = start_session(
+        goal="Run something slow",
+        script=[
+            [
+                {
+                    "type": "tool_use",
+                    "id": "p1",
+                    "name": "run_python",
+                    "input": {"code": "import time\ntime.sleep(60)"},
+                }
+            ],
+            [{"type": "text", "text": "It was interrupted; stopping here."}],
+        ],
+    )
+    worker = spawn_worker()
+    call = wait_for(lambda: call_in(session, CallState.PENDING_APPROVAL), "the pending call")
+    decide(call.pk, user=operator, approve=True)
+    wait_for(lambda: call_in(session, CallState.RUNNING), "the call to start running")
+    worker.kill()
+
+    spawn_worker()
+    wait_for(lambda: status_of(session) == SessionStatus.COMPLETED, "completion")
+    call.refresh_from_db()
+    assert call.state == CallState.INTERRUPTED
+    assert runs_of(call) == 1  # run_python is not idempotent: never re-run
+    [told] = Message.objects.get(session=session, index=2).content
+    assert told["is_error"] is True
+    assert "stopped before it finished" in told["content"]
+    # Each model turn was taken exactly once.
+    replies = AuditEvent.objects.filter(session_id=session.pk, kind="model.replied")
+    indexes = [event.payload["message_index"] for event in replies]
+    assert sorted(indexes) == sorted(set(indexes))
+    assert audit.verify().ok
+
+
+def test_an_interrupted_idempotent_call_is_run_again(run_queued_steps):
+    """The recovery logic itself, with the crash staged: the call is left `running`
+    under a lapsed lease, exactly as a SIGKILLed worker leaves it."""
+    session = start_session(
+        goal="List files",
+        script=[
+            [{"type": "tool_use", "id": "l1", "name": "list_dir", "input": {"path": "."}}],
+            [{"type": "text", "text": "Done."}],
+        ],
+    )
+    runner = SessionRunner(session.pk)
+    assert runner._claim()
+    runner.step()  # the model's turn: list_dir is proposed and auto-approved
+    call = ToolCall.objects.get(session=session)
+    transition(call, CallState.RUNNING, actor="runner")
+    AgentSession.objects.filter(pk=session.pk).update(lease_expires_at=None, lease_owner="")
+
+    run_queued_steps()
+
+    call.refresh_from_db()
+    assert call.state == CallState.SUCCEEDED
+    assert [r.status for r in call.results.order_by("attempt")] == ["interrupted", "success"]
+    assert status_of(session) == SessionStatus.COMPLETED

@@ -190,70 +190,66 @@ class ToolExecutor:
     ) -> ExecutionResult:
         started = perf_counter()
         tool = self._registry.get(call.name)
-        if tool is None:
-            available = ", ".join(t.name for t in self._registry.list_tools()) or "none"
-            return _outcome(
-                call,
-                None,
-                started,
-                ExecutionStatus.ERROR,
-                error=f"Unknown tool {call.name!r}. Available tools: {available}.",
-            )
         try:
-            arguments = tool.coerce(call.arguments)
-        except ToolValidationError as invalid:
-            return _invalid(call, tool, started, invalid)
+            if tool is None:
+                names = ", ".join(t.name for t in self._registry.list_tools()) or "none"
+                error = f"Unknown tool {call.name!r}. Available tools: {names}."
+                raise _Refusal(ExecutionStatus.ERROR, error)
+            arguments = _validated(tool, call.arguments)
+            if self._before_hooks or tool.requires_confirmation:
+                call = replace(call, arguments=arguments)  # hooks and approvers see what will run
+                if self._before_hooks:
+                    call = await self._police(call, tool, hook_errors)
+                if tool.requires_confirmation:
+                    call = await self._approve(call, tool, context)
+                    started = perf_counter()  # an operator's thinking time is not the tool's
+                arguments = call.arguments
+        except _Refusal as refusal:
+            return _outcome(
+                call, tool, started, refusal.status, error=str(refusal), metadata=refusal.metadata
+            )
+        return await self._call(tool, arguments, call, started)
 
-        if self._before_hooks or tool.requires_confirmation:
-            call = replace(call, arguments=arguments)  # hooks and approvers see what will run
+    async def _police(self, call: ToolCall, tool: Tool, hook_errors: list[str]) -> ToolCall:
+        """The call as the before hooks leave it; raises _Refusal when one denies it."""
         for hook in self._before_hooks:
             try:
                 rewritten = await _resolve(hook(call, tool))
             except PermissionDeniedError as denied:
                 error = str(denied) or f"A policy refused this call to {tool.name}."
-                return _outcome(call, tool, started, ExecutionStatus.PERMISSION_DENIED, error=error)
+                raise _Refusal(ExecutionStatus.PERMISSION_DENIED, error) from None
             except Exception as failure:
                 hook_errors.append(_failure_note("before hook", hook, failure))
                 continue
             if rewritten is not None:
-                try:
-                    arguments = tool.coerce(rewritten)
-                except ToolValidationError as invalid:
-                    return _invalid(call, tool, started, invalid, "rewritten by a hook: ")
+                arguments = _validated(tool, rewritten, "rewritten by a hook: ")
                 call = replace(call, arguments=arguments)
+        return call
 
-        if tool.requires_confirmation:
-            if self._approval_gate is None:
-                if not (context and context.get("confirmed") is True):
-                    error = (
-                        f"{tool.name} requires confirmation, and this call was not confirmed; "
-                        "it was not run."
-                    )
-                    return _outcome(
-                        call, tool, started, ExecutionStatus.PERMISSION_DENIED, error=error
-                    )
-            else:
-                try:
-                    decision = await _resolve(self._approval_gate(call))
-                    if not isinstance(decision, Decision):
-                        raise TypeError(f"the approval gate returned {decision!r}, not a Decision")
-                except Exception as failure:  # no decision is never an approval
-                    logger.exception("the approval gate failed for %s", tool.name)
-                    error = f"The approval gate failed ({failure!r}); the call was not run."
-                    return _outcome(call, tool, started, ExecutionStatus.ERROR, error=error)
-                if not decision.approve:
-                    error = "An operator rejected this call" + (
-                        f": {decision.reason}" if decision.reason else "."
-                    )
-                    return _outcome(call, tool, started, ExecutionStatus.REJECTED, error=error)
-                if decision.edited_arguments is not None:
-                    try:
-                        arguments = tool.coerce(decision.edited_arguments)
-                    except ToolValidationError as invalid:
-                        return _invalid(call, tool, started, invalid, "edited by the approver: ")
-                started = perf_counter()  # an operator's thinking time is not the tool's
-
-        return await self._call(tool, arguments, call, started)
+    async def _approve(
+        self, call: ToolCall, tool: Tool, context: Mapping[str, Any] | None
+    ) -> ToolCall:
+        """The call as approved (perhaps edited); raises _Refusal unless it is approved."""
+        if self._approval_gate is None:
+            if context and context.get("confirmed") is True:
+                return call
+            error = f"{tool.name} requires confirmation, and this call was not confirmed; "
+            raise _Refusal(ExecutionStatus.PERMISSION_DENIED, error + "it was not run.")
+        try:
+            decision = await _resolve(self._approval_gate(call))
+            if not isinstance(decision, Decision):
+                raise TypeError(f"the approval gate returned {decision!r}, not a Decision")
+        except Exception as failure:  # no decision is never an approval
+            logger.exception("the approval gate failed for %s", tool.name)
+            error = f"The approval gate failed ({failure!r}); the call was not run."
+            raise _Refusal(ExecutionStatus.ERROR, error) from None
+        if not decision.approve:
+            reason = f": {decision.reason}" if decision.reason else "."
+            raise _Refusal(ExecutionStatus.REJECTED, f"An operator rejected this call{reason}")
+        if decision.edited_arguments is None:
+            return call
+        edited = _validated(tool, decision.edited_arguments, "edited by the approver: ")
+        return replace(call, arguments=edited)
 
     async def _call(
         self, tool: Tool, arguments: dict[str, Any], call: ToolCall, started: float
@@ -325,17 +321,24 @@ def _outcome(
     )
 
 
-def _invalid(
-    call: ToolCall, tool: Tool, started: float, invalid: ToolValidationError, origin: str = ""
-) -> ExecutionResult:
-    return _outcome(
-        call,
-        tool,
-        started,
-        ExecutionStatus.VALIDATION_ERROR,
-        error=f"{origin}{invalid}" if origin else str(invalid),
-        metadata={"errors": invalid.errors},
-    )
+class _Refusal(Exception):
+    """A call stopped before it ran: carries the status and words of its result."""
+
+    def __init__(
+        self, status: ExecutionStatus, error: str, metadata: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(error)
+        self.status = status
+        self.metadata = metadata
+
+
+def _validated(tool: Tool, arguments: object, origin: str = "") -> dict[str, Any]:
+    """The tool's keyword arguments; `origin` says whose arguments failed, if not the model's."""
+    try:
+        return tool.coerce(arguments)
+    except ToolValidationError as invalid:
+        status = ExecutionStatus.VALIDATION_ERROR
+        raise _Refusal(status, f"{origin}{invalid}", {"errors": invalid.errors}) from None
 
 
 def _failed(

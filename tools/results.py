@@ -49,8 +49,15 @@ def render(value: Any) -> str:
         return value
     if value is None:
         return ""
-    # fallback=str: a value JSON cannot express still reads as something, never raises here.
-    return to_json(value, fallback=str).decode()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    # A value JSON cannot express reads as its str(); bytes inside others are not text.
+    return to_json(value, fallback=str, bytes_mode="base64").decode()
+
+
+def _jsonable(value: Any) -> Any:
+    """Strict JSON for storage (PostgreSQL's jsonb refuses NaN): bytes as base64."""
+    return to_jsonable_python(value, fallback=str, bytes_mode="base64", inf_nan_mode="null")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -96,12 +103,12 @@ class ExecutionResult:
         return {
             "status": str(self.status),
             "tool_name": self.tool_name,
-            "result": to_jsonable_python(self.result, fallback=str),
+            "result": _jsonable(self.result),
             "error": self.error,
             "duration_ms": self.duration_ms,
-            "parameters": to_jsonable_python(self.parameters, fallback=str),
+            "parameters": _jsonable(self.parameters),
             "call_id": self.call_id,
-            "metadata": to_jsonable_python(self.metadata, fallback=str),
+            "metadata": _jsonable(self.metadata),
             "max_observation_chars": self.max_observation_chars,
             "truncated": self.truncated,
         }

@@ -43,6 +43,8 @@ def test_status_values_are_lower_case_strings():
         (42, "42"),
         (datetime.date(2026, 11, 1), '"2026-11-01"'),
         (None, "(no output)"),
+        (b"caf\xc3\xa9 \xff", "café \ufffd"),
+        ({"raw": b"\xff"}, '{"raw":"_w=="}'),
         ("", "(no output)"),
     ],
 )
@@ -100,7 +102,7 @@ async def test_the_executor_applies_the_tools_cap():
 
 def test_to_dict_is_json_safe_and_round_trips():
     result = _result(
-        result={"when": datetime.datetime(2026, 11, 1, 12, 0), "data": b"raw"},
+        result={"when": datetime.datetime(2026, 11, 1, 12, 0), "data": b"\xff", "x": float("nan")},
         parameters={"path": "a.txt"},
         call_id="toolu_1",
         duration_ms=1.5,
@@ -112,7 +114,7 @@ def test_to_dict_is_json_safe_and_round_trips():
     again = ExecutionResult.from_dict(json.loads(json.dumps(data)))
 
     assert data["status"] == "success"
-    assert data["result"] == {"when": "2026-11-01T12:00:00", "data": "raw"}
+    assert data["result"] == {"when": "2026-11-01T12:00:00", "data": "_w==", "x": None}
     assert again.to_dict() == data
     assert again.truncated == result.truncated is True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +16,7 @@ from agentdash.models import AgentSession, AuditEvent, Message, ToolCall
 from agentdash.runner import SessionRunner
 from agentdash.sessions import cancel_session, start_session
 from agentdash.states import CallState, IllegalTransition, SessionStatus, transition
+from agentdash.worker import StepWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -291,3 +293,42 @@ def test_a_claimed_session_is_not_advanced_by_a_second_runner():
 
     assert SessionRunner(session.pk).advance().startswith("not claimed")
     assert reload(session).status == SessionStatus.QUEUED
+
+
+def test_cancelling_stops_a_tool_while_it_runs(operator):
+    session = start(
+        [tool_use("run_shell", "s1", command="sleep 30")],
+        [text("never reached")],
+    )
+    worker = StepWorker(poll_interval=0.05)
+    thread = worker.start_thread()
+    try:
+        deadline = time.monotonic() + 30
+        call = None
+        while time.monotonic() < deadline and call is None:
+            call = ToolCall.objects.filter(
+                session=session, state=CallState.PENDING_APPROVAL
+            ).first()
+            time.sleep(0.02)
+        assert call is not None
+        decide(call.pk, user=operator, approve=True)
+        while time.monotonic() < deadline:
+            if ToolCall.objects.get(pk=call.pk).state == CallState.RUNNING:
+                break
+            time.sleep(0.02)
+        cancelled_at = time.monotonic()
+        cancel_session(reload(session), user=operator)
+        while time.monotonic() < deadline:
+            if ToolCall.objects.get(pk=call.pk).state == CallState.INTERRUPTED:
+                break
+            time.sleep(0.02)
+        stopped_after = time.monotonic() - cancelled_at
+    finally:
+        worker.shutdown()
+        thread.join(timeout=30)
+    call.refresh_from_db()
+    assert call.state == CallState.INTERRUPTED
+    assert stopped_after < 10  # far less than the 30 s the command wanted
+    assert "cancelled" in call.latest_result.observation
+    assert reload(session).status == SessionStatus.CANCELLED
+    assert not thread.is_alive()

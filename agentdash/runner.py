@@ -30,7 +30,7 @@ from django.db.models import F, Q
 from django.tasks import task
 from django.utils import timezone
 
-from agentdash import policy, toolbox, worker
+from agentdash import audit, policy, toolbox, worker
 from agentdash.models import AgentSession, ExecutionResult, Message, ToolCall
 from agentdash.providers import (
     ModelReply,
@@ -327,12 +327,16 @@ class SessionRunner:
 
     def _store_reply(self, session: AgentSession, reply: ModelReply, index: int) -> str:
         cost = cost_of(reply.model or session.model, reply.usage)
+        usage = reply.usage
+        # Cached input is input all the same: it counts against the token limit (and
+        # cost_of prices it at the cache rates).
+        input_tokens = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
         with transaction.atomic():
             changed = AgentSession.objects.filter(
                 pk=session.pk, status=SessionStatus.RUNNING
             ).update(
                 steps=F("steps") + 1,
-                input_tokens=F("input_tokens") + reply.usage.input_tokens,
+                input_tokens=F("input_tokens") + input_tokens,
                 output_tokens=F("output_tokens") + reply.usage.output_tokens,
                 cost=F("cost") + cost,
                 updated_at=timezone.now(),
@@ -347,12 +351,10 @@ class SessionRunner:
                 content=content,
                 stop_reason=str(reply.stop_reason),
                 model=reply.model or session.model,
-                input_tokens=reply.usage.input_tokens,
+                input_tokens=input_tokens,
                 output_tokens=reply.usage.output_tokens,
                 cost=cost,
             )
-            from agentdash import audit
-
             audit.record(
                 "model.replied",
                 actor="model",
@@ -360,7 +362,8 @@ class SessionRunner:
                 payload={
                     "message_index": message.index,
                     "stop_reason": str(reply.stop_reason),
-                    "input_tokens": reply.usage.input_tokens,
+                    "input_tokens": input_tokens,
+                    "cache_read_tokens": usage.cache_read_tokens,
                     "output_tokens": reply.usage.output_tokens,
                     "cost": str(cost),
                     "text": message.text,

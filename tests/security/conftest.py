@@ -22,7 +22,7 @@ SMALL = Limits(
     max_output_bytes=64 * 1024,
 )
 
-BACKENDS = ["process"]
+BACKENDS = ["process", "warm"]
 
 
 @pytest.fixture
@@ -34,7 +34,8 @@ def workspace(tmp_path: Path) -> Path:
 
 @pytest.fixture(params=BACKENDS)
 async def sandbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Sandbox]:
-    backend = get_sandbox(request.param, limits=SMALL)
+    options = {"workspace_root": tmp_path} if request.param == "warm" else {}
+    backend = get_sandbox(request.param, limits=SMALL, **options)
     try:
         yield backend
     finally:

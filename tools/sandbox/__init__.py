@@ -22,6 +22,10 @@ def get_sandbox(name: str = "process", **options: Any) -> Sandbox:
         from tools.sandbox.process import ProcessSandbox
 
         return ProcessSandbox(**options)
+    if name == "warm":
+        from tools.sandbox.warm import WarmSandbox
+
+        return WarmSandbox(**options)
     if name == "docker":
         from tools.sandbox.docker import DockerSandbox
 

@@ -113,7 +113,7 @@ async def remove_cgroups(groups: RunCgroups) -> None:
     logger.warning("could not remove the sandbox cgroups %s", list(groups.directories.values()))
 
 
-def _filesystem_binds(interpreter: Interpreter) -> list[str]:
+def filesystem_binds(interpreter: Interpreter) -> list[str]:
     """bubblewrap arguments for the read-only view: /usr, the top-level links into it
     (merged-/usr Debian) and the interpreter's prefix when it lives elsewhere (pyenv's
     under /root, mode 0700)."""
@@ -140,7 +140,7 @@ def bwrap_argv(
         *("--die-with-parent", "--new-session", "--clearenv"),
         *("--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", SANDBOX_TMP),
         *("--setenv", "LANG", "C.UTF-8"),
-        *_filesystem_binds(interpreter),
+        *filesystem_binds(interpreter),
         *("--proc", "/proc", "--dev", "/dev", "--tmpfs", SANDBOX_TMP),
         *("--bind", str(workdir), SANDBOX_WORKDIR, "--chdir", SANDBOX_WORKDIR),
         *("--info-fd", str(info_fd), "--block-fd", str(block_fd)),

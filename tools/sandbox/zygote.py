@@ -1,0 +1,305 @@
+"""The warm sandbox's launcher (zygote). Not imported by the server: the warm backend runs
+this file with the base interpreter (`python -I -S`), inside bubblewrap, with an empty
+environment, so it starts clean and holds nothing of the server's memory or secrets.
+
+bubblewrap gives it, once, what every run shares: user, pid, network, ipc and uts
+namespaces, a read-only root holding /usr and the interpreter, and the workspaces'
+parent directory at /workspaces. It keeps SPARES runs prepared ahead: each spare is a
+supervisor that has unshared fresh mount, network, ipc, uts and pid namespaces, with a
+fresh /tmp and /dev/shm, and has started its runner, pid 2 of the new pid namespace,
+with its own /proc. When a run comes, the spare's runner joins the run's cgroups, shows only
+the run's workspace (at /workspace), sets the rlimits, becomes uid 65534 with no
+capabilities in a user namespace of its own, and runs the code in the interpreter that
+is already started; the launcher meanwhile prepares the next spare. So a run pays for
+neither an interpreter's start nor its namespaces' creation.
+
+Protocol, on the socket passed as argv[1] (SOCK_SEQPACKET): the zygote sends b"ready";
+then per run the server sends b"run" with the file descriptors [run socket, stdout,
+stderr, cgroup.procs files...]. On the run socket the server sends one line of JSON
+(code or argv, workspace, limits); the supervisor answers {"status": <wait status>}
+when the runner ends. The server hanging up the run socket kills the run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import fcntl
+import gc
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import struct
+import sys
+import traceback
+import types
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+PR_SET_NO_NEW_PRIVS = 38
+SIOCSIFFLAGS = 0x8914
+IFF_UP_LOOPBACK_RUNNING = 0x1 | 0x8 | 0x40
+NOBODY = 65534
+MIB = 1024 * 1024
+MAX_FDS = 16
+MAX_REQUEST_BYTES = 1 << 20
+SPARES = 2
+ENVIRONMENT = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/tmp",  # noqa: S108 - the run's own fresh tmpfs
+    "LANG": "C.UTF-8",
+    "PWD": "/workspace",
+}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{what}: {os.strerror(error)}")
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    _check(
+        _libc.mount(
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() or None,
+        ),
+        f"mount {target}",
+    )
+
+
+def unmount(target: str) -> None:
+    _check(_libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
+
+
+def prepare_filesystem() -> None:
+    """In the spare's fresh mount namespace: a fresh /tmp and /dev/shm, /dev read-only
+    (the root already is). Raises if any step fails: no run without its view."""
+    mount("none", "/", None, MS_REC | MS_PRIVATE)
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")  # noqa: S108
+    mount("none", "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
+    mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")  # noqa: S108
+
+
+def show_only_workspace(workspace: str) -> None:
+    """The run's workspace at /workspace, and no other session's workspace reachable."""
+    if os.path.isabs(workspace) or ".." in workspace.split("/"):
+        raise ValueError(f"bad workspace {workspace!r}")
+    mount(f"/workspaces/{workspace}", "/workspace", None, MS_BIND)
+    mount("none", "/workspace", None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
+    unmount("/workspaces")
+
+
+def bring_up_loopback() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        fcntl.ioctl(probe, SIOCSIFFLAGS, struct.pack("16sh", b"lo", IFF_UP_LOOPBACK_RUNNING))
+
+
+def become_nobody() -> None:
+    """A user namespace of the run's own where it is uid 65534: every capability goes
+    with the uid change, no new user namespace can be made below it, and no exec can
+    give privileges back."""
+    os.unshare(os.CLONE_NEWUSER)
+    # Mapping only our own ids needs no privilege, as long as setgroups is denied.
+    for path, content in (
+        ("/proc/self/setgroups", "deny"),
+        ("/proc/self/uid_map", f"{NOBODY} 0 1"),
+        ("/proc/self/gid_map", f"{NOBODY} 0 1"),
+        ("/proc/sys/user/max_user_namespaces", "0"),
+    ):
+        with open(path, "w") as file:
+            file.write(content)
+    os.setresgid(NOBODY, NOBODY, NOBODY)
+    os.setresuid(NOBODY, NOBODY, NOBODY)
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+
+def set_limits(limits: dict[str, int]) -> None:
+    values = {
+        resource.RLIMIT_CPU: (limits["cpu_seconds"], limits["cpu_seconds"] + 1),
+        resource.RLIMIT_FSIZE: (limits["max_file_mb"] * MIB,) * 2,
+        resource.RLIMIT_NOFILE: (limits["max_open_files"],) * 2,
+        resource.RLIMIT_CORE: (0, 0),
+    }
+    if limits.get("address_space_mb"):
+        values[resource.RLIMIT_AS] = (limits["address_space_mb"] * MIB,) * 2
+    for which, value in values.items():
+        resource.setrlimit(which, value)
+
+
+def init(jobs: socket.socket) -> None:
+    """pid 1 of the spare's pid namespace: starts the runner as pid 2 (pid 1 would be
+    spared the default action of signals like SIGXCPU), reaps orphans, and ends with the
+    runner's status, in the shell's convention. Never returns."""
+    runner_pid = os.fork()
+    if runner_pid == 0:
+        runner(jobs)
+    jobs.close()
+    while True:
+        pid, status = os.wait()
+        if pid == runner_pid:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(128 - code if code < 0 else code)
+
+
+def runner(jobs: socket.socket) -> None:
+    """pid 2 of the spare's pid namespace: waits for its run, then runs it. Never returns."""
+    status = 1
+    try:
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        line, fds, _, _ = socket.recv_fds(jobs, MAX_REQUEST_BYTES, MAX_FDS)
+        if not line:
+            os._exit(0)  # the launcher is stopping: this spare is not needed
+        request = json.loads(line)
+        stdout, stderr, *cgroups = fds
+        for procs in cgroups:
+            os.write(procs, b"0")  # "0": this process, and so everything it starts
+        show_only_workspace(request["workspace"])
+        os.chdir("/workspace")
+        set_limits(request["limits"])
+        become_nobody()
+        null = os.open("/dev/null", os.O_RDONLY)
+        for fd, target in ((null, 0), (stdout, 1), (stderr, 2)):
+            os.dup2(fd, target)
+        os.closerange(3, 1 << 20)
+        for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_DFL)
+        os.environ.clear()
+        os.environ.update(ENVIRONMENT)
+        if request.get("argv"):
+            # The interpreter ignores these; a program it starts must not (as subprocess's
+            # restore_signals does): `head` past the file limit dies of SIGXFSZ.
+            for number in (signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(number, signal.SIG_DFL)
+            os.execvpe(request["argv"][0], request["argv"], ENVIRONMENT)  # noqa: S606
+        gc.enable()  # the launcher's objects stay frozen; the code's cycles are collected
+        status = run_code(request["code"])
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(status)
+
+
+def run_code(code: str) -> int:
+    """Run `code` as `python -c` would, in this already started interpreter."""
+    main = types.ModuleType("__main__")
+    sys.modules["__main__"] = main
+    sys.argv = ["-c"]
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - fd 0 is /dev/null from here on
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - flushed below
+    sys.stderr = open(2, "w", closefd=False, errors="backslashreplace")  # noqa: SIM115
+    status = 0
+    try:
+        exec(compile(code, "<string>", "exec"), main.__dict__)  # noqa: S102 - the sandboxed code
+    except SystemExit as exit_:
+        status = _exit_status(exit_.code)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            status = status or 120  # as the interpreter does when stdout cannot be flushed
+    return status
+
+
+def _exit_status(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def spare(control: socket.socket, taken: int) -> None:
+    """A prepared run, forked by the launcher: its namespaces, its runner, then waiting
+    for a run on the control socket. Supervises that run: hands it to the runner,
+    reports how it ended, and kills it if the server hangs up first. Never returns."""
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the launcher ignores it; we wait
+        os.unshare(
+            os.CLONE_NEWNS | os.CLONE_NEWNET | os.CLONE_NEWIPC | os.CLONE_NEWUTS | os.CLONE_NEWPID
+        )
+        prepare_filesystem()
+        bring_up_loopback()
+        jobs, runner_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            jobs.close()
+            control.close()
+            init(runner_end)
+        runner_end.close()
+        message, fds, _, _ = socket.recv_fds(control, 16, MAX_FDS)
+        if not message:
+            os.write(taken, b"-")  # the server hung up: the launcher stops
+            os._exit(0)
+        os.write(taken, b"+")
+        control.close()
+        run = socket.socket(fileno=fds[0])
+        socket.send_fds(jobs, [_receive_line(run)], fds[1:])
+        for fd in fds[1:]:
+            os.close(fd)
+        pidfd = os.pidfd_open(pid)
+        ready, _, _ = select.select([pidfd, run], [], [])
+        if pidfd not in ready:  # the server hung up: the run ends now
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        with contextlib.suppress(OSError):  # if the server is gone, nobody is told
+            run.sendall(json.dumps({"status": status}).encode())
+    except BaseException:
+        traceback.print_exc()
+    os._exit(0)
+
+
+def _receive_line(run: socket.socket) -> bytes:
+    """The request: one line of JSON. The server keeps its side open after it, so the
+    socket becomes readable again only when the server hangs up."""
+    received = b""
+    while not received.endswith(b"\n"):
+        part = run.recv(1 << 16)
+        if not part:
+            raise ConnectionError("the server hung up before its request was complete")
+        received += part
+    return received
+
+
+def serve(control: socket.socket) -> None:
+    # Forked children share the launcher's memory until they write to it; a collection
+    # in a child would touch (and so copy) every object. Nothing here makes cycles.
+    gc.freeze()
+    gc.disable()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # spares are reaped by the kernel
+    taken_r, taken = os.pipe()
+    for _ in range(SPARES):
+        _fork_spare(control, taken)
+    control.send(b"ready")
+    while os.read(taken_r, 1) == b"+":  # a spare took a run: prepare the next one
+        _fork_spare(control, taken)
+
+
+def _fork_spare(control: socket.socket, taken: int) -> None:
+    if os.fork() == 0:
+        spare(control, taken)
+
+
+if __name__ == "__main__":
+    serve(socket.socket(fileno=int(sys.argv[1])))

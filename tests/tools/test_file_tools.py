@@ -21,6 +21,7 @@ def outside(tmp_path: Path) -> Path:
     secret = tmp_path / "outside"
     secret.mkdir()
     (secret / "secret.txt").write_text("the secret")
+    (secret / "linked.txt").write_text("the secret")
     return secret
 
 
@@ -32,7 +33,7 @@ def root(tmp_path: Path, outside: Path) -> Path:
     (root / "link_out").symlink_to(outside / "secret.txt")
     (root / "dir_out").symlink_to(outside, target_is_directory=True)
     (root / "link_in").symlink_to(root / "docs" / "a.txt")
-    os.link(outside / "secret.txt", root / "hard_out")
+    os.link(outside / "linked.txt", root / "hard_out")
     return root
 
 
@@ -60,9 +61,9 @@ WORDS = {
     "dot-dot": "'..'",
     "dot-dot inside a path": "'..'",
     "absolute": "absolute",
-    "symlink to a file outside": "outside the workspace",
-    "symlinked directory": "outside the workspace",
-    "hard link to a file outside": "hard link",
+    "symlink to a file outside": "leads outside the workspace through a symbolic link",
+    "symlinked directory": "leads outside the workspace through a symbolic link",
+    "hard link to a file outside": "is a hard link",
 }
 
 
@@ -83,7 +84,8 @@ async def test_every_file_tool_refuses_every_escape(escape, executor, outside, r
         assert result.error.startswith("WorkspaceError: ")
         assert WORDS[escape] in result.error
     assert (outside / "secret.txt").read_text() == "the secret"
-    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+    assert (outside / "linked.txt").read_text() == "the secret"
+    assert sorted(p.name for p in outside.iterdir()) == ["linked.txt", "secret.txt"]
 
 
 async def test_read_file_reads_inside_and_follows_links_that_stay_inside(executor):
@@ -152,7 +154,7 @@ async def test_write_file_creates_and_replaces_files_and_parent_directories(exec
 async def test_write_file_never_empties_a_hard_linked_file(executor, outside):
     await executor.execute("write_file", {"path": "hard_out", "content": ""}, context=CONFIRMED)
 
-    assert (outside / "secret.txt").read_text() == "the secret"
+    assert (outside / "linked.txt").read_text() == "the secret"
 
 
 def test_write_files_preview_is_a_diff_against_the_file_as_it_is(registry):

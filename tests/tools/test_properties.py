@@ -36,9 +36,18 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
     max_leaves=12,
 )
-# Mostly the names the probe takes, so that many examples get past validation.
 argument_names = st.sampled_from(["a", "b", "c", "label"]) | st.text(max_size=8)
-arguments = json_values | st.dictionaries(argument_names, json_values, max_size=5)
+# Arguments shaped like the probe's, often valid only after coercion ("3" for 3, 2 for
+# 2.0), so that many examples reach the tool and would show values passed unvalidated.
+near_valid = st.fixed_dictionaries(
+    {
+        "a": st.integers() | st.integers().map(str) | json_scalars,
+        "b": st.integers() | st.floats() | st.integers().map(str) | json_scalars,
+        "c": st.lists(st.text(max_size=5) | json_scalars, max_size=3),
+    },
+    optional={"label": st.text(max_size=5) | json_scalars, "extra": json_scalars},
+)
+arguments = json_values | st.dictionaries(argument_names, json_values, max_size=5) | near_valid
 failures = st.sampled_from([ValueError, KeyError, RuntimeError, TypeError, OSError, Exception])
 
 
@@ -214,11 +223,12 @@ def confinement(tmp_path_factory) -> tuple[Path, Path]:
     outside, root = base / "outside", base / "workspace"
     outside.mkdir()
     (outside / "secret.txt").write_text("the secret")
+    (outside / "linked.txt").write_text("the secret")
     (root / "docs").mkdir(parents=True)
     (root / "docs" / "a.txt").write_text("alpha")
     (root / "link_out").symlink_to(outside / "secret.txt")
     (root / "dir_out").symlink_to(outside, target_is_directory=True)
-    (root / "hard_out").hardlink_to(outside / "secret.txt")
+    (root / "hard_out").hardlink_to(outside / "linked.txt")
     return root, outside
 
 
@@ -244,7 +254,8 @@ def test_no_path_leads_a_file_tool_out_of_its_workspace(confinement, path):
     )
     assert written.status in (ExecutionStatus.SUCCESS, ExecutionStatus.ERROR)
     assert (outside / "secret.txt").read_text() == "the secret"
-    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+    assert (outside / "linked.txt").read_text() == "the secret"
+    assert sorted(p.name for p in outside.iterdir()) == ["linked.txt", "secret.txt"]
 
 
 def test_the_probe_schemas_agree():

@@ -1,0 +1,265 @@
+"""The whole pipeline: model step (scripted), persistence, audit, policy, execution.
+
+Each database is measured in a child process of its own (Django is configured once
+per process), on a fresh database, with the worker running as a thread in that
+process exactly as `make run` runs it:
+
+- throughput: auto-approved list_dir calls per second, from a session's start to its
+  completion (10 calls per model turn);
+- pause: from the model's reply in hand to the session waiting with its lease
+  released (the reply, its call, the policy's decision and their audit rows stored,
+  the step's task finished);
+- resume: from an operator's decide() to the next model call (the decision and its
+  audit rows, the task queued, the worker woken, the claim, the tool run, its result
+  and the message carrying it back). Resume, model time and pause together are one
+  whole cycle, with no overlap;
+- decision to tool start: decide() to the call's `started_at`.
+
+    python -m benchmarks pipeline              # both databases
+    python -m benchmarks.pipeline --probe sqlite   # one, printing raw JSON
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Figure, percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
+BENCH_DB = "agentdash_bench"
+TURNS = 100
+CALLS_PER_TURN = 10
+PAUSE_CYCLES = 200
+
+
+def run() -> list[Figure]:
+    figures: list[Figure] = []
+    for database in ("sqlite", "postgres"):
+        try:
+            data = _probe_in_child(database)
+        except RuntimeError as error:
+            figures.append(Figure(f"pipeline ({database})", None, "", note=str(error)))
+            continue
+        figures += _figures(database, data)
+    return figures
+
+
+def _figures(database: str, data: dict[str, Any]) -> list[Figure]:
+    sqlite = database == "sqlite"
+    pause, resume, start = data["pause_ms"], data["resume_ms"], data["decision_to_start_ms"]
+    return [
+        Figure(
+            f"pipeline throughput ({database})",
+            data["calls_per_second"],
+            "calls/s",
+            target="≥ 300" if sqlite else "",
+            passed=data["calls_per_second"] >= 300 if sqlite else None,
+            note=f"{data['calls']} auto-approved list_dir calls, {CALLS_PER_TURN} per turn",
+        ),
+        Figure(
+            f"pause cycle median ({database})",
+            statistics.median(pause),
+            "ms",
+            target="< 3.5" if sqlite else "",
+            passed=statistics.median(pause) < 3.5 if sqlite else None,
+            note=f"p95 {percentile(pause, 95):.2f} ms over {len(pause)} pauses; "
+            "LangGraph interrupt ≈ 3.1 ms here",
+        ),
+        Figure(
+            f"resume cycle median ({database})",
+            statistics.median(resume),
+            "ms",
+            target="< 3.5" if sqlite else "",
+            passed=statistics.median(resume) < 3.5 if sqlite else None,
+            note=f"p95 {percentile(resume, 95):.2f} ms, model time excluded; "
+            "LangGraph resume ≈ 3.5 ms here",
+        ),
+        Figure(
+            f"decision to tool start median ({database})",
+            statistics.median(start),
+            "ms",
+            target="< 10" if sqlite else "",
+            passed=statistics.median(start) < 10 if sqlite else None,
+            note=f"p95 {percentile(start, 95):.2f} ms",
+        ),
+    ]
+
+
+def _probe_in_child(database: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="agentdash-bench-") as var_dir:
+        env = {
+            **os.environ,
+            "AGENTDASH_VAR_DIR": var_dir,
+            "AGENTDASH_LOG": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "agentdash.settings",
+        }
+        if database == "postgres":
+            _recreate_postgres_database()
+            env["DATABASE_URL"] = f"{POSTGRES_SERVER}/{BENCH_DB}"
+        else:
+            env.pop("DATABASE_URL", None)
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.pipeline", "--probe", database],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"the {database} probe failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _recreate_postgres_database() -> None:
+    import psycopg
+
+    try:
+        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as db:
+            db.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
+            db.execute(f"CREATE DATABASE {BENCH_DB}")
+    except psycopg.OperationalError as error:
+        raise RuntimeError(f"no PostgreSQL at {POSTGRES_SERVER}: {error}") from None
+
+
+# -- inside the child process ----------------------------------------------------------
+
+
+def _probe() -> dict[str, Any]:
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from agentdash import runner
+    from agentdash.approvals import decide
+    from agentdash.models import AgentSession, ToolCall
+    from agentdash.sessions import start_session
+    from agentdash.states import CallState, SessionStatus
+    from agentdash.worker import StepWorker
+
+    clock = _Clock(runner)
+    worker = StepWorker(poll_interval=1.0)
+    worker.start_thread()
+    try:
+        # Throughput: many auto-approved calls, one session, start to completion.
+        turns = [
+            [
+                {"type": "tool_use", "id": f"t{turn}_{n}", "name": "list_dir", "input": {}}
+                for n in range(CALLS_PER_TURN)
+            ]
+            for turn in range(TURNS)
+        ]
+        clock.step_done.clear()
+        began = time.perf_counter()
+        session = start_session(goal="throughput", script=turns, max_steps=TURNS + 5)
+        while not AgentSession.objects.get(pk=session.pk).is_finished:
+            _wait(clock.step_done)
+        elapsed = clock.step_returned - began
+        finished = AgentSession.objects.get(pk=session.pk)
+        assert finished.status == SessionStatus.COMPLETED, finished.status_reason
+        calls = ToolCall.objects.filter(session=session, state=CallState.SUCCEEDED).count()
+        assert calls == TURNS * CALLS_PER_TURN
+
+        # Pause and resume: a chain of confirmation-required calls, each approved.
+        operator = get_user_model().objects.create_superuser("bench", password="bench-pw-123")
+        chain = [
+            [
+                {
+                    "type": "tool_use",
+                    "id": f"w{n}",
+                    "name": "write_file",
+                    "input": {"path": "note.txt", "content": f"version {n}"},
+                }
+            ]
+            for n in range(PAUSE_CYCLES + 1)
+        ]
+        clock.step_done.clear()
+        session = start_session(goal="pause and resume", script=chain, max_steps=PAUSE_CYCLES + 5)
+        pause_ms, resume_ms, start_ms = [], [], []
+        for n in range(PAUSE_CYCLES + 1):
+            _wait(clock.step_done)
+            call = ToolCall.objects.get(session=session, call_id=f"w{n}")
+            assert call.state == CallState.PENDING_APPROVAL, call.state
+            pause_ms.append((clock.step_returned - clock.model_returned) * 1000)
+            if n == PAUSE_CYCLES:
+                break
+            clock.model_call.clear()
+            decided_at = time.time()
+            began = time.perf_counter()
+            decide(call.pk, user=operator, approve=True)
+            _wait(clock.model_call)
+            resume_ms.append((clock.model_called - began) * 1000)
+            started = ToolCall.objects.get(pk=call.pk).started_at.timestamp()
+            start_ms.append((started - decided_at) * 1000)
+    finally:
+        worker.shutdown()
+    return {
+        "calls": calls,
+        "calls_per_second": calls / elapsed,
+        "pause_ms": pause_ms[5:],  # the first few warm caches and connections
+        "resume_ms": resume_ms[5:],
+        "decision_to_start_ms": start_ms[5:],
+    }
+
+
+class _Clock:
+    """When the runner last called the model, got its reply, and finished a step; the
+    benchmark waits on these events rather than polling the database, which would
+    compete with the worker for the interpreter."""
+
+    def __init__(self, runner_module: Any) -> None:
+        self.model_called = self.model_returned = self.step_returned = 0.0
+        self.model_call = threading.Event()
+        self.step_done = threading.Event()
+        get_provider = runner_module.get_provider
+        advance = runner_module.SessionRunner.advance
+
+        def timed_provider(name: str, **options: Any) -> Any:
+            provider = get_provider(name, **options)
+            complete = provider.complete
+
+            def timed_complete(*args: Any, **kwargs: Any) -> Any:
+                self.model_called = time.perf_counter()
+                self.model_call.set()
+                reply = complete(*args, **kwargs)
+                self.model_returned = time.perf_counter()
+                return reply
+
+            provider.complete = timed_complete
+            return provider
+
+        def timed_advance(runner: Any) -> str:
+            outcome = advance(runner)
+            self.step_returned = time.perf_counter()
+            self.step_done.set()
+            return outcome
+
+        runner_module.get_provider = timed_provider
+        runner_module.SessionRunner.advance = timed_advance
+
+
+def _wait(event: threading.Event, timeout: float = 120) -> None:
+    if not event.wait(timeout):
+        raise TimeoutError("the pipeline stalled")
+    event.clear()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--probe"]:
+        print(json.dumps(_probe()))
+    else:
+        for figure in run():
+            print(figure)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import re
+import statistics
 import xml.etree.ElementTree as ET
 from decimal import Decimal
 
 import pytest
+from django.core.management import call_command
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from agentdash import audit
-from agentdash.models import AgentSession
+from agentdash.models import AgentSession, AuditEvent, ToolCall
 from agentdash.sessions import start_session
 from agentdash.web import charts
 from agentdash.web.charts import SessionCost, Window
@@ -191,3 +194,26 @@ def test_the_page_draws_the_log_as_valid_accessible_svg(client, viewer, operator
     [cost_bar] = pictures["costs"].iter(f"{SVG}rect")
     assert cost_bar.find(f"{SVG}title").text == f"Session #{session.pk}: $0.7500 — {hostile}"
     assert "No tool call waited for an operator" in response.text
+
+
+@pytest.mark.django_db
+def test_the_charts_of_a_seeded_log_count_what_the_tables_hold(client, viewer):
+    call_command("seed_audit", "--events", "2000", "--days", "20", stdout=io.StringIO())
+    client.force_login(viewer)
+
+    response = client.get(reverse("history:charts"), {"range": "30d"})
+
+    assert response.status_code == 200
+    outcomes, waits, costs = (
+        response.context[name] for name in ("status_chart", "wait_chart", "cost_chart")
+    )
+    finished = AuditEvent.objects.filter(kind__in=[kind for kind, _, _ in charts.OUTCOMES])
+    assert sum(int(row[-1]) for row in outcomes.table_rows) == finished.count()
+    decided = ToolCall.objects.filter(proposed_at__isnull=False, decided_at__isnull=False)
+    assert sum(int(count) for _, count in waits.table_rows) == decided.count()
+    median = statistics.median((c.decided_at - c.proposed_at).total_seconds() for c in decided)
+    assert f"median wait {charts.duration_text(median)}" in waits.summary
+    costliest = AgentSession.objects.order_by("-cost").first()
+    assert costs.rects[0].title.startswith(f"Session #{costliest.pk}: ")
+    assert len(costs.rects) == charts.COST_TOP
+    assert set(svgs(response.text)) == {"outcomes", "waits", "costs"}

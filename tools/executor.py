@@ -16,7 +16,13 @@ from typing import Any, Literal, cast
 
 from tools.arguments import ToolValidationError
 from tools.registry import ToolRegistry
-from tools.results import DEFAULT_MAX_OBSERVATION_CHARS, ExecutionResult, ExecutionStatus, ToolCall
+from tools.results import (
+    DEFAULT_MAX_OBSERVATION_CHARS,
+    ExecutionResult,
+    ExecutionStatus,
+    ToolCall,
+    ToolOutput,
+)
 from tools.tool import Tool
 
 logger = logging.getLogger(__name__)
@@ -290,8 +296,17 @@ class ToolExecutor:
             if task is not None and task.cancelling():
                 raise  # our caller is cancelling us: that is theirs to see
             return _failed(call, tool, arguments, started, cancelled)
+        metadata = None
+        if type(value) is ToolOutput:
+            value, metadata = value.value, dict(value.metadata)
         return _outcome(
-            call, tool, started, ExecutionStatus.SUCCESS, result=value, parameters=arguments
+            call,
+            tool,
+            started,
+            ExecutionStatus.SUCCESS,
+            result=value,
+            parameters=arguments,
+            metadata=metadata,
         )
 
 

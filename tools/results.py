@@ -43,6 +43,15 @@ class ToolCall:
     arguments: Any
 
 
+@dataclass(frozen=True, slots=True)
+class ToolOutput:
+    """What a tool may return to say more than its value: `value` becomes the result's
+    `result`, and `metadata` (say a sandbox's exit_code and limit_hit) its `metadata`."""
+
+    value: Any
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
 def render(value: Any) -> str:
     """A tool's return value as text: strings as they are, anything else as compact JSON."""
     if isinstance(value, str):

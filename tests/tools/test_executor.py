@@ -17,6 +17,7 @@ from tools import (
     ToolCall,
     ToolEvent,
     ToolExecutor,
+    ToolOutput,
     ToolRegistry,
 )
 
@@ -77,6 +78,16 @@ async def test_it_runs_a_tool_with_validated_coerced_values(registry, received):
     assert (result.tool_name, result.call_id, result.error) == ("add", "c1", None)
     assert result.duration_ms >= 0
     assert not result.is_error
+
+
+async def test_a_tool_may_add_facts_to_its_results_metadata():
+    registry = ToolRegistry()
+    registry.register(name="run")(lambda: ToolOutput("output", {"exit_code": 3}))
+
+    result = await ToolExecutor(registry).execute("run", {})
+
+    assert result.result == "output"
+    assert result.metadata == {"exit_code": 3}
 
 
 async def test_an_unknown_tool_is_an_error_naming_it(registry):

@@ -6,6 +6,28 @@ from collections.abc import Callable
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.db import connection
+
+PROVIDER_ENVIRONMENT = (
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # `make test` runs the postgres-marked tests in a second pass with DATABASE_URL set;
+    # anywhere else they would only test SQLite again under a misleading name.
+    if item.get_closest_marker("postgres") and connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: DATABASE_URL=postgres://... pytest -m postgres")
+
+
+@pytest.fixture(autouse=True)
+def _no_provider_environment(monkeypatch) -> None:
+    """A developer's real API keys must never reach a test, nor change what it sees."""
+    for name in PROVIDER_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(autouse=True)

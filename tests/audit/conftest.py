@@ -13,13 +13,6 @@ from agentdash.models import AuditEvent
 _migration = importlib.import_module("agentdash.migrations.0001_initial")
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    # `make test` runs the postgres-marked tests in a second pass with DATABASE_URL set;
-    # anywhere else they would only test SQLite again under a misleading name.
-    if item.get_closest_marker("postgres") and connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL: DATABASE_URL=postgres://... pytest -m postgres")
-
-
 def execute(sql: str, params: list | None = None) -> None:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

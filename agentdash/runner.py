@@ -82,9 +82,9 @@ class SessionRunner:
         expires = now + timedelta(seconds=settings.AGENTDASH_LEASE_SECONDS)
         claimable = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
         return (
-            AgentSession.objects.filter(claimable, pk=self.session_id)
-            .exclude(status__in=[s for s in SessionStatus if s not in _ACTIVE])
-            .update(lease_owner=self.lease_owner, lease_expires_at=expires)
+            AgentSession.objects.filter(claimable, pk=self.session_id, status__in=_ACTIVE).update(
+                lease_owner=self.lease_owner, lease_expires_at=expires
+            )
             == 1
         )
 

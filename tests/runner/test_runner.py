@@ -241,6 +241,21 @@ def test_the_step_limit_ends_the_session_as_budget_exceeded(run_queued_steps):
     assert "limit of 2 model steps" in session.status_reason
 
 
+def test_the_token_limit_ends_the_session(run_queued_steps):
+    session = start(
+        [tool_use("list_dir", "c1", path=".")],
+        [tool_use("list_dir", "c2", path=".")],
+        [text("done")],
+        max_tokens=1,
+    )
+    run_queued_steps()
+
+    session = reload(session)
+    assert session.status == SessionStatus.BUDGET_EXCEEDED
+    assert session.steps == 1
+    assert "the limit is 1" in session.status_reason
+
+
 def test_the_cost_limit_ends_the_session(run_queued_steps, settings):
     settings.AGENTDASH_MODEL_PRICES = {
         **settings.AGENTDASH_MODEL_PRICES,

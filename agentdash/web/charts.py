@@ -377,6 +377,7 @@ def approval_waits(window: Window) -> Chart:
 COST_TOP = 15
 COST_ROW = 22
 COST_LABEL_WIDTH = 250
+COST_LABEL_CHARS = 34  # what fits in COST_LABEL_WIDTH at the label's size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -421,8 +422,9 @@ def costs_chart(window: Window, costs: Sequence[SessionCost], total: Decimal, co
     for index, item in enumerate(costs):
         y = MARGIN_TOP + index * COST_ROW
         width = max(1.0, bar_room * float(item.cost / highest))
-        goal = item.goal if len(item.goal) <= 34 else item.goal[:33] + "…"
-        chart.texts.append(Text(COST_LABEL_WIDTH, y + 15, f"#{item.pk} {goal}", "end", "bar-label"))
+        label = f"#{item.pk} {item.goal}"
+        label = label if len(label) <= COST_LABEL_CHARS else label[: COST_LABEL_CHARS - 1] + "…"
+        chart.texts.append(Text(COST_LABEL_WIDTH, y + 15, label, "end", "bar-label"))
         chart.rects.append(
             Rect(
                 bar_left,

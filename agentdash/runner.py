@@ -59,6 +59,7 @@ def schedule(session_id: int) -> None:
     """Queue a step for the session. Call it inside the transaction that made the work:
     the task row then commits (or rolls back) with it, and workers wake on commit."""
     advance_session.enqueue(session_id)
+    worker.notify_other_processes()
     transaction.on_commit(worker.wake)
 
 

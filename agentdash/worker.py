@@ -5,6 +5,11 @@ interval; ours drives that loop in batch mode (drain what is ready, then return)
 sleeps on an event that `wake()` sets the moment a step is queued in this process, so a
 decision reaches its tool in milliseconds rather than an interval later.
 
+Workers in other processes are woken too: on PostgreSQL, `schedule()` sends a NOTIFY in
+the transaction that queues the step (delivered when it commits) and every worker
+LISTENs for it on a connection of its own. On SQLite, separate workers poll
+(AGENTDASH_WORKER_POLL_SECONDS); the embedded default needs neither.
+
 django-tasks-db neither retries nor notices a worker that died mid-task, so every
 worker also sweeps: it re-queues live sessions that nobody holds and nobody is
 running (their lease is free or has lapsed). A duplicate step is harmless: steps are
@@ -21,7 +26,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_tasks_db.management.commands.db_worker import Worker as TaskWorker
@@ -30,6 +35,7 @@ from django_tasks_db.models import DBTaskResult
 logger = logging.getLogger(__name__)
 
 _wake = threading.Event()
+NOTIFY_CHANNEL = "agentdash_steps"
 
 
 def worker_id() -> str:
@@ -39,6 +45,30 @@ def worker_id() -> str:
 def wake() -> None:
     """Tell this process's worker that a step is waiting."""
     _wake.set()
+
+
+def notify_other_processes() -> None:
+    """Wake the workers of other processes when the current transaction commits."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+
+
+def _listen_for_steps(stop: threading.Event) -> None:
+    """Turn PostgreSQL notifications from other processes into wake-ups of this worker."""
+    import psycopg
+
+    params = connection.get_connection_params()
+    while not stop.is_set():
+        try:
+            with psycopg.connect(**params, autocommit=True) as listener:
+                listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                while not stop.is_set():
+                    for _ in listener.notifies(timeout=1.0, stop_after=1):
+                        _wake.set()
+        except psycopg.OperationalError as error:
+            logger.warning("listening for new steps failed (%s); polling until it is back", error)
+            stop.wait(1.0)
 
 
 def sweep() -> int:
@@ -100,6 +130,10 @@ class StepWorker:
 
     def run(self) -> None:
         logger.info("worker %s started", worker_id())
+        if connection.vendor == "postgresql":
+            threading.Thread(
+                target=_listen_for_steps, args=(self.stop,), name="step-listener", daemon=True
+            ).start()
         next_sweep = 0.0
         while not self.stop.is_set():
             _wake.clear()

@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import importlib
 import io
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection, connections, transaction
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from agentdash import audit
 from agentdash.approvals import decide
@@ -171,6 +173,37 @@ def test_it_filters_by_a_time_range_from_included_to_excluded(logged_in):
 
     assert form.is_valid(), form.errors
     assert sorted(form.events().values_list("seq", flat=True)) == [2, 3]
+
+
+@pytest.mark.django_db
+def test_a_time_range_is_exact_even_when_a_clock_stepped_back(monkeypatch):
+    # Minutes from the first event; the fourth was stamped by a clock 7 minutes behind.
+    minutes = [0, 30, 60, 53, 90, 120, 150, 151, 240]
+    start = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
+    for offset in minutes:
+        monkeypatch.setattr(
+            timezone, "now", lambda offset=offset: start + dt.timedelta(minutes=offset)
+        )
+        record(payload={"minute": offset})
+    monkeypatch.undo()
+
+    for since, until in itertools.permutations([None, *range(-5, 250, 5), 53, 54, 151], 2):
+        if since is not None and until is not None and since >= until:
+            continue
+        params = {
+            name: (start + dt.timedelta(minutes=value)).isoformat()
+            for name, value in (("since", since), ("until", until))
+            if value is not None
+        }
+        form = HistoryFilterForm(params)
+        assert form.is_valid(), form.errors
+        found = sorted(event.payload["minute"] for event in form.events())
+        expected = sorted(
+            minute
+            for minute in minutes
+            if (since is None or minute >= since) and (until is None or minute < until)
+        )
+        assert found == expected, params
 
 
 @pytest.mark.django_db

@@ -6,6 +6,7 @@ from agentdash import views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("", include("agentdash.web.urls")),
     path("tools/", views.tool_list, name="tool-list"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

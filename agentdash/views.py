@@ -1,4 +1,7 @@
-"""Thin views: read what the models and services hold, render it."""
+"""Thin views: read what the models and services hold, render it.
+
+The sessions pages and the approval queue live in agentdash.web.
+"""
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -7,7 +10,7 @@ from agentdash.toolbox import tool_catalogue
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    return redirect("tool-list")
+    return redirect("sessions")
 
 
 def tool_list(request: HttpRequest) -> HttpResponse:

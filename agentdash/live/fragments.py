@@ -1,0 +1,102 @@
+"""The HTML pushed over the websockets, rendered from the pages' own partial templates.
+
+Every message is a run of top-level elements that htmx's websocket extension swaps out
+of band, by id (the contract the browser tests and the pages rely on):
+
+    #session-header-<session>   replaced                        session page
+    #transcript                 <article id="message-<id>"> appended, or all replaced
+    #stream-<session>           a reply's text appended as it streams; emptied when
+                                the message is stored
+    #call-<call>                replaced                        session page
+    #queue-list                 <article id="queue-card-<call>"> appended, or all
+                                replaced; a decided card is deleted
+    #session-rows               <tr id="session-row-<session>"> put first, or all replaced
+
+Appended elements whose id is already on the page replace that element instead, and a
+fragment older (`data-rev`) than what the page shows is ignored: see dashboard.js.
+"""
+
+from __future__ import annotations
+
+from django.template.loader import render_to_string
+from django.utils.html import format_html
+
+from agentdash.live import groups
+from agentdash.states import CallState
+from agentdash.web import display
+
+# Pushes are (group, html) pairs, sent in order.
+Push = tuple[str, str]
+
+# The states a call enters when it leaves the approval queue.
+_LEAVES_QUEUE = frozenset({CallState.APPROVED, CallState.REJECTED, CallState.EXPIRED})
+
+_AUDIENCES = (True, False)  # can_decide
+
+
+def change(
+    session_id: int, *, call_id: int | None = None, message_id: int | None = None
+) -> list[Push]:
+    """What every open page must receive after session `session_id` changed (and, when
+    given, one of its calls or a new message)."""
+    summary = display.session_summary(session_id)
+    if summary is None:
+        return []
+    card = display.call_card(call_id) if call_id is not None else None
+    entry = display.transcript_entry(message_id) if message_id is not None else None
+    row = render_to_string("agentdash/live/sessions_change.html", {"summary": summary})
+    pushes = [(groups.SESSIONS, row)]
+    for can_decide in _AUDIENCES:
+        context = {
+            "summary": summary,
+            "card": card,
+            "entry": entry,
+            "session_id": session_id,
+            "can_decide": can_decide,
+        }
+        topic = groups.session(session_id)
+        pushes.append(
+            (
+                groups.for_audience(topic, can_decide=can_decide),
+                render_to_string("agentdash/live/session_change.html", context),
+            )
+        )
+        if card is not None and (card.is_pending or card.call.state in _LEAVES_QUEUE):
+            pushes.append(
+                (
+                    groups.for_audience(groups.APPROVALS, can_decide=can_decide),
+                    render_to_string("agentdash/live/queue_change.html", context),
+                )
+            )
+    return pushes
+
+
+def text_delta(session_id: int, text: str) -> str:
+    """A piece of a reply the model is still writing, appended to the page as text."""
+    return format_html('<span hx-swap-oob="beforeend:#stream-{}">{}</span>', session_id, text)
+
+
+# --- snapshots: what a page shows, sent whole when its socket (re)connects --------------
+
+
+def session_snapshot(session_id: int, *, can_decide: bool) -> str | None:
+    summary = display.session_summary(session_id)
+    if summary is None:
+        return None
+    context = {
+        "summary": summary,
+        "entries": display.transcript(summary.session),
+        "session_id": session_id,
+        "can_decide": can_decide,
+    }
+    return render_to_string("agentdash/live/session_snapshot.html", context)
+
+
+def queue_snapshot(*, can_decide: bool) -> str:
+    context = {"cards": display.pending_cards(), "can_decide": can_decide, "oob": True}
+    return render_to_string("agentdash/partials/queue_list.html", context)
+
+
+def sessions_snapshot() -> str:
+    context = {"rows": display.session_rows(), "oob": True}
+    return render_to_string("agentdash/partials/session_rows.html", context)

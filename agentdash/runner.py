@@ -30,7 +30,7 @@ from django.db.models import F, Q
 from django.tasks import task
 from django.utils import timezone
 
-from agentdash import audit, policy, toolbox, worker
+from agentdash import audit, live, policy, toolbox, worker
 from agentdash.models import AgentSession, ExecutionResult, Message, ToolCall
 from agentdash.providers import (
     ModelReply,
@@ -66,7 +66,7 @@ def schedule(session_id: int) -> None:
 @task()
 def advance_session(session_id: int) -> str:
     """Advance one session as far as it can go without a human. Idempotent."""
-    return SessionRunner(session_id).advance()
+    return SessionRunner(session_id, on_text=live.publish_text).advance()
 
 
 class SessionRunner:
@@ -356,6 +356,7 @@ class SessionRunner:
                 output_tokens=reply.usage.output_tokens,
                 cost=cost,
             )
+            live.changed(session.pk, message_id=message.pk)
             audit.record(
                 "model.replied",
                 actor="model",

@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from agentdash import audit, runner
+from agentdash import audit, live, runner
 from agentdash.models import AgentSession, ApprovalDecision, ExecutionResult, Message, ToolCall
 from agentdash.states import CallState, SessionStatus, transition
 
@@ -75,6 +75,7 @@ def start_session(
             },
         )
         runner.schedule(session.pk)
+        live.changed(session.pk)
     return session
 
 

@@ -120,7 +120,7 @@ def transition(
     table forbids the move and StaleState when another process changed the row
     first; in both cases nothing is written.
     """
-    from agentdash import audit
+    from agentdash import audit, live
     from agentdash.models import AgentSession, ToolCall
 
     if isinstance(obj, AgentSession):
@@ -154,6 +154,7 @@ def transition(
                 tool_call_id=call_id,
                 payload={"from": old, "to": new, **(payload or {})},
             )
+            live.changed(session_id, call_id=call_id)  # pushed to open pages after commit
     if changed != 1:
         current = type(obj).objects.filter(pk=obj.pk).values_list(field, flat=True).first()
         raise StaleState(

@@ -13,12 +13,9 @@ from typing import Any
 
 from daphne.endpoints import build_endpoint_description_strings
 from daphne.server import Server
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
-
-from agentdash.worker import StepWorker
 
 
 class Command(BaseCommand):
@@ -34,12 +31,13 @@ class Command(BaseCommand):
             call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         self._ensure_admin()
-        if settings.AGENTDASH_INPROCESS_WORKER:
-            StepWorker().start_thread()
+        from agentdash.asgi import application, start_in_process_worker
+
+        # Now rather than at the first request: sessions queued meanwhile advance at once.
+        start_in_process_worker()
         url = f"http://{options['host']}:{options['port']}/"
         self.stdout.write(self.style.SUCCESS(f"agentdash is running at {url}"))
         self.stdout.flush()
-        from agentdash.asgi import application
 
         Server(
             application=application,

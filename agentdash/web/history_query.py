@@ -15,8 +15,8 @@ from typing import Any
 
 from django import forms
 from django.db import connections, transaction
-from django.db.models import QuerySet, TextField
-from django.db.models.functions import Cast
+from django.db.models import QuerySet, TextField, Value
+from django.db.models.functions import Cast, StrIndex, Upper
 
 from agentdash import audit
 from agentdash.models import AuditEvent, ToolCall
@@ -128,9 +128,13 @@ class HistoryFilterForm(forms.Form):
         if data["until"]:
             events = events.filter(created_at__lt=data["until"], **_seqs_not_after(data["until"]))
         if data["q"]:
-            events = events.annotate(payload_text=Cast("payload", TextField())).filter(
-                payload_text__icontains=_as_stored_in_json(data["q"], events.db)
-            )
+            # strpos() rather than LIKE '%...%': PostgreSQL guesses that such a LIKE
+            # matches next to nothing and sorts the whole log; it has no guess for
+            # strpos, so it walks the newest events first and stops once a page is full.
+            needle = Upper(Value(_as_stored_in_json(data["q"], events.db)))
+            events = events.alias(
+                found_at=StrIndex(Upper(Cast("payload", TextField())), needle)
+            ).filter(found_at__gt=0)
         return events
 
 

@@ -1,0 +1,271 @@
+"""The audit history page and its export on a large seeded log, on SQLite and PostgreSQL.
+
+Each database is measured in a child process of its own on a fresh database, seeded by
+`manage.py seed_audit` (BENCH_HISTORY_EVENTS events, 200,000 by default; issue 8 asks
+for 1,000,000). Requests go through Django's whole stack in process (middleware, login,
+the view, the template) with the test client:
+
+- page p95: each filter combination below, newest page and a deep page, 40 requests
+  each after warm-up; target < 100 ms;
+- export: the whole log as JSONL through the ASGI handler (as Daphne serves it),
+  events per second and the growth of the process's peak RSS while it streams;
+  target: under 64 MB whatever the size, i.e. constant memory;
+- chain verify: the "Verify now" button's work on the whole log, for scale.
+
+    python -m benchmarks history                  # both databases
+    BENCH_HISTORY_EVENTS=1000000 BENCH_HISTORY_DATABASES=postgres python -m benchmarks history
+    python -m benchmarks.history --probe sqlite   # one, printing raw JSON
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Figure, percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
+BENCH_DB = "agentdash_bench_history"
+EVENTS = int(os.environ.get("BENCH_HISTORY_EVENTS", "200000"))
+DATABASES = os.environ.get("BENCH_HISTORY_DATABASES", "sqlite,postgres").split(",")
+REQUESTS = 40
+PAGE_TARGET_MS = 100
+EXPORT_TARGET_MB = 64
+
+
+def run() -> list[Figure]:
+    figures: list[Figure] = []
+    for database in DATABASES:
+        try:
+            data = _probe_in_child(database)
+        except RuntimeError as error:
+            figures.append(Figure(f"history ({database})", None, "", note=str(error)))
+            continue
+        figures += _figures(database, data)
+    return figures
+
+
+def _figures(database: str, data: dict[str, Any]) -> list[Figure]:
+    size = f"{data['events']:,} events"
+    figures = [Figure(f"{database}: seeding", data["seed_seconds"], "s", note=size)]
+    for name, timings in data["pages_ms"].items():
+        p95 = percentile(timings, 95)
+        figures.append(
+            Figure(
+                f"{database}: page p95, {name}",
+                p95,
+                "ms",
+                target=f"< {PAGE_TARGET_MS} ms",
+                passed=p95 < PAGE_TARGET_MS,
+                note=f"median {percentile(timings, 50):.1f} ms, {len(timings)} requests",
+            )
+        )
+    for name, timings in data["unbounded_ms"].items():
+        figures.append(
+            Figure(
+                f"{database}: {name}",
+                percentile(timings, 95),
+                "ms",
+                note="p95; no target: a search nothing narrows reads the whole log",
+            )
+        )
+    export = data["export"]
+    figures += [
+        Figure(
+            f"{database}: export JSONL via ASGI",
+            export["events"] / export["seconds"],
+            "events/s",
+            note=f"{export['megabytes']:.0f} MB in {export['seconds']:.1f} s",
+        ),
+        Figure(
+            f"{database}: export peak RSS growth",
+            export["rss_growth_mb"],
+            "MB",
+            target=f"< {EXPORT_TARGET_MB} MB",
+            passed=export["rss_growth_mb"] < EXPORT_TARGET_MB,
+            note=f"while streaming {export['megabytes']:.0f} MB",
+        ),
+        Figure(
+            f"{database}: chain verify",
+            data["verify_seconds"],
+            "s",
+            note=f"{data['events'] / data['verify_seconds']:,.0f} events/s",
+        ),
+    ]
+    return figures
+
+
+def _probe_in_child(database: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="agentdash-bench-") as var_dir:
+        env = {
+            **os.environ,
+            "AGENTDASH_VAR_DIR": var_dir,
+            "AGENTDASH_LOG": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "agentdash.settings",
+            "AGENTDASH_INPROCESS_WORKER": "0",
+            "DJANGO_ALLOWED_HOSTS": "testserver",  # the test client's host
+        }
+        if database == "postgres":
+            _recreate_postgres_database()
+            env["DATABASE_URL"] = f"{POSTGRES_SERVER}/{BENCH_DB}"
+        else:
+            env.pop("DATABASE_URL", None)
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.history", "--probe", database],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"the {database} probe failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _recreate_postgres_database() -> None:
+    import psycopg
+
+    try:
+        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as db:
+            db.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
+            db.execute(f"CREATE DATABASE {BENCH_DB}")
+    except psycopg.OperationalError as error:
+        raise RuntimeError(f"no PostgreSQL at {POSTGRES_SERVER}: {error}") from None
+
+
+# -- inside the child process ----------------------------------------------------------
+
+
+def _probe() -> dict[str, Any]:
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", verbosity=0)
+    started = time.perf_counter()
+    # In a process of its own, so that its memory does not hide the export's peak here.
+    subprocess.run(
+        [sys.executable, "manage.py", "seed_audit", "--events", str(EVENTS)],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    seed_seconds = time.perf_counter() - started
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE")  # as autovacuum would have, long before 1M rows
+    user = get_user_model().objects.create_user("bench", password="bench-password-1")
+
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    pages, unbounded = _page_timings(client)
+    export = _export(user)
+    started = time.perf_counter()
+    response = client.post("/history/verify/")
+    verify_seconds = time.perf_counter() - started
+    assert response.status_code == 302, response.status_code
+    return {
+        "events": EVENTS,
+        "seed_seconds": seed_seconds,
+        "pages_ms": pages,
+        "unbounded_ms": unbounded,
+        "export": export,
+        "verify_seconds": verify_seconds,
+    }
+
+
+def _filter_cases() -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """The filter combinations measured, with values taken from the seeded log."""
+    import datetime as dt
+
+    from agentdash.models import AgentSession, AuditEvent
+
+    deep = str(EVENTS // 50)  # 98% of the way back
+    middle = AgentSession.objects.order_by("pk")[AgentSession.objects.count() // 2]
+    day = AuditEvent.objects.get(seq=EVENTS // 2).created_at
+    since, until = day - dt.timedelta(hours=12), day + dt.timedelta(hours=12)
+    bounded = {
+        "newest, no filter": {},
+        "deep page, no filter": {"before": deep},
+        "one session": {"session": str(middle.pk)},
+        "status rejected, deep page": {"kind": "toolcall.rejected", "before": deep},
+        "actor, deep page": {"actor": "user:carol", "before": deep},
+        "tool write_file": {"tool": "write_file"},
+        "tool write_file, deep page": {"tool": "write_file", "before": deep},
+        "tool + status": {"tool": "run_shell", "kind": "toolcall.timed_out"},
+        "one day, mid-log": {"since": since.isoformat(), "until": until.isoformat()},
+        "search, common word": {"q": "grep -rn"},
+        "search within a session": {"q": "looks fine", "session": str(middle.pk)},
+    }
+    unbounded = {"search, word found nowhere (p95)": {"q": "no such words anywhere"}}
+    return bounded, unbounded
+
+
+def _page_timings(client: Any) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    bounded, unbounded = _filter_cases()
+    results: list[dict[str, list[float]]] = []
+    for cases, count in ((bounded, REQUESTS), (unbounded, 5)):
+        timings: dict[str, list[float]] = {}
+        for name, params in cases.items():
+            for _ in range(3):  # warm-up: connection, caches, compiled templates
+                response = client.get("/history/", params)
+                assert response.status_code == 200, (name, response.status_code)
+            runs = []
+            for _ in range(count):
+                started = time.perf_counter()
+                response = client.get("/history/", params)
+                runs.append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200, (name, response.status_code)
+            timings[name] = runs
+        results.append(timings)
+    return results[0], results[1]
+
+
+def _export(user: Any) -> dict[str, float]:
+    import asyncio
+    import resource
+
+    from django.test import AsyncClient
+
+    async def stream() -> tuple[int, int]:
+        client = AsyncClient()
+        await client.aforce_login(user)
+        response = await client.get("/history/export.jsonl")
+        lines = size = 0
+        async for chunk in response.streaming_content:
+            lines += chunk.count(b"\n")
+            size += len(chunk)
+        return lines, size
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    lines, size = asyncio.run(stream())
+    seconds = time.perf_counter() - started
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert lines == EVENTS, lines
+    return {
+        "events": lines,
+        "seconds": seconds,
+        "megabytes": size / 1e6,
+        "rss_growth_mb": (rss_after - rss_before) / 1024,  # ru_maxrss is in KiB on Linux
+    }
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--probe"]:
+        print(json.dumps(_probe()))
+    else:
+        sys.exit("use: python -m benchmarks history, or --probe sqlite|postgres")

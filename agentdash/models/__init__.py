@@ -1,11 +1,16 @@
 from .audit import AuditEvent
 from .sessions import AgentSession, ApprovalDecision, ExecutionResult, Message, ToolCall
+from .tokens import ApiToken
+from .webhooks import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "AgentSession",
+    "ApiToken",
     "ApprovalDecision",
     "AuditEvent",
     "ExecutionResult",
     "Message",
     "ToolCall",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

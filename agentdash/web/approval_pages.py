@@ -21,6 +21,9 @@ Page contract (for the browser tests; every id below is stable):
                          reason, card=queue|session (which card to answer with).
                          200 decided; 409 someone decided first (the notice names who and
                          when); 422 the edit was refused (errors per field); 403; 404.
+                         To htmx it answers with a notice for #notices and the card's
+                         out-of-band update (the queue card deleted, the session card
+                         replaced); to a plain form, with a redirect or the page (4xx).
 """
 
 from __future__ import annotations
@@ -110,12 +113,13 @@ def _answered(
             page = reverse("session-detail", args=[card.session.pk])
             return redirect(f"{page}#call-{call_id}")
         return queue_page(request, status=status) if status != 200 else redirect("approvals")
-    if not on_session_page:
-        return notices.htmx_response(text, level, status=status, reswap="delete")
-    body = render_to_string(
-        "agentdash/partials/call.html", {"card": card, "can_decide": True, "oob": False}
-    )
-    return notices.htmx_response(text, level, status=status, body=body)
+    # The card as it is now, swapped in by id (a fresher push would win: see dashboard.js).
+    if on_session_page:
+        context = {"card": card, "can_decide": True, "oob": True}
+        changed = render_to_string("agentdash/partials/call.html", context)
+    else:
+        changed = render_to_string("agentdash/live/queue_change.html", {"card": card})
+    return notices.htmx_response(text, level, status=status, also=changed)
 
 
 def _invalid(request: HttpRequest, card: CallCard, form: DecisionForm) -> HttpResponse:
@@ -145,6 +149,6 @@ def _invalid(request: HttpRequest, card: CallCard, form: DecisionForm) -> HttpRe
 
 def _refused(request: HttpRequest, text: str, *, status: int) -> HttpResponse:
     if request.htmx:
-        return notices.htmx_response(text, "error", status=status, reswap="none")
+        return notices.htmx_response(text, "error", status=status)
     notices.remember(request, text, "error")
     return queue_page(request, status=status)

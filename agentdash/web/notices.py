@@ -1,8 +1,7 @@
 """Telling the operator what came of an action, with or without JavaScript.
 
-An htmx request gets the notice as an out-of-band fragment for the page's `#notices`
-stack; a plain form post gets it as a Django message, shown by the page it is
-redirected to (base.html renders both the same way).
+An htmx request gets the notice for the page's `#notices` stack; a plain form post gets
+it as a Django message, shown by the page it lands on (base.html renders both alike).
 """
 
 from __future__ import annotations
@@ -18,20 +17,16 @@ Level = Literal["success", "info", "error"]
 _MESSAGE_LEVELS = {"success": messages.SUCCESS, "info": messages.INFO, "error": messages.ERROR}
 
 
-def fragment(text: str, level: Level) -> str:
-    """The notice as an element that htmx puts first in `#notices`."""
+def htmx_response(text: str, level: Level, *, status: int = 200, also: str = "") -> HttpResponse:
+    """The notice, for the `#notices` stack that htmx forms target, and `also`: fragments
+    swapped out of band (the card or the header the action changed).
+
+    Forms target `#notices` rather than their own card because a push may replace or
+    delete that card while the request is in flight; htmx then looks for out-of-band
+    targets inside the detached card, and nothing the answer carries would show.
+    """
     notice = render_to_string("agentdash/partials/notice.html", {"text": text, "level": level})
-    return f'<div hx-swap-oob="afterbegin:#notices">{notice}</div>'
-
-
-def htmx_response(
-    text: str, level: Level, *, status: int = 200, body: str = "", reswap: str | None = None
-) -> HttpResponse:
-    """`body` for the request's target, and the notice beside it."""
-    response = HttpResponse(body + fragment(text, level), status=status)
-    if reswap is not None:
-        response["HX-Reswap"] = reswap
-    return response
+    return HttpResponse(notice + also, status=status)
 
 
 def remember(request: HttpRequest, text: str, level: Level) -> None:

@@ -107,7 +107,7 @@ def cancel(request: HttpRequest, session_id: int) -> HttpResponse:
     header = render_to_string(
         "agentdash/partials/session_header.html", {"summary": summary, "oob": True}
     )
-    return notices.htmx_response(text, level, status=status, body=header, reswap="none")
+    return notices.htmx_response(text, level, status=status, also=header)
 
 
 def _cancel(

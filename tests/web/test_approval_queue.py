@@ -125,9 +125,9 @@ def test_approving_from_the_queue_removes_the_card(as_operator, pending):
     response = as_operator.post(decide_url(call), {"action": "approve", "card": "queue"}, **HTMX)
 
     assert response.status_code == 200
-    assert response["HX-Reswap"] == "delete"
-    notice = parse(response.content).one(testid="notice")
-    assert notice.text.startswith(f"Approved write_file (call {call.pk}).")
+    answer = parse(response.content)
+    assert answer.one(testid="notice").text.startswith(f"Approved write_file (call {call.pk}).")
+    assert answer.by_id(f"queue-card-{call.pk}").attrs["hx-swap-oob"] == "delete"
     assert ToolCall.objects.get(pk=call.pk).state == CallState.APPROVED
     assert not parse(as_operator.get(QUEUE).content).has_id(f"queue-card-{call.pk}")
 
@@ -189,8 +189,9 @@ def test_the_operator_who_was_too_late_is_told_who_decided(
     )
 
     assert response.status_code == 409
-    assert response["HX-Reswap"] == "delete"  # the card leaves their queue too
-    notice = parse(response.content).one(testid="notice")
+    answer = parse(response.content)
+    assert answer.by_id(f"queue-card-{call.pk}").attrs["hx-swap-oob"] == "delete"  # theirs too
+    notice = answer.one(testid="notice")
     assert notice.attrs["data-level"] == "error"
     assert notice.text.startswith(f"Call {call.pk} was already approved by user:olivia at ")
     assert ToolCall.objects.get(pk=call.pk).state == CallState.APPROVED
@@ -204,6 +205,7 @@ def test_deciding_on_the_session_page_answers_with_the_updated_card(as_operator,
     )
 
     card = parse(response.content).by_id(f"call-{call.pk}")
+    assert card.attrs["hx-swap-oob"] == "true"
     assert card.attrs["data-state"] == "rejected"
     assert card.one(testid="decision-reason").text == "Reason: not now"
     assert not card.all(testid="approve")

@@ -3,14 +3,23 @@
 A step, run as a task by whichever worker claims it:
   1. claim the session's lease (one step at a time, across processes);
   2. mark calls left `running` by a dead worker `interrupted` (re-run if idempotent);
-  3. run the calls that are decided (auto-approved or approved), recording each result;
-  4. if a call of the current turn still waits for a human, stop in waiting_approval;
-  5. otherwise hand the results to the model, store its reply and its new calls, let
+  3. expire the calls whose deadline for a decision has passed;
+  4. run the calls that are decided (auto-approved or approved), recording each result,
+     unless a rate limit holds the session back (its step is queued for later) or a
+     call's arguments changed since they were decided (it goes back to the queue);
+  5. if a call of the current turn still waits for a human, stop in waiting_approval;
+  6. otherwise hand the results to the model, store its reply and its new calls, let
      the policy decide each call, and go round again.
 The rows are the whole truth: a task that runs twice, late, or after a crash finds the
 work already done and does nothing. `schedule()` is called in the same transaction as
 the change that creates work; a sweep (see worker.py) re-schedules anything a dead
 worker left behind.
+
+Rate limits (a session's calls per minute, a tool's calls per minute across sessions,
+tools running at once across workers) are counted from the database, so they hold
+across worker processes, under a lock taken only when a limit is set (see _start): exact
+on SQLite and PostgreSQL, approximate only in that windows use the workers' clocks and
+a call whose worker died counts as running until its session is recovered.
 """
 
 from __future__ import annotations
@@ -21,17 +30,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, transaction
-from django.db.models import F, Q
+from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db.models import F, Q, QuerySet
 from django.tasks import task
 from django.utils import timezone
 
 from agentdash import audit, live, policy, toolbox, worker
 from agentdash.models import AgentSession, ExecutionResult, Message, ToolCall
+from agentdash.models.sessions import arguments_hash
 from agentdash.providers import (
     ModelReply,
     ModelRequest,
@@ -41,9 +52,9 @@ from agentdash.providers import (
     cost_of,
     get_provider,
 )
-from agentdash.states import CallState, SessionStatus, StaleState, transition
+from agentdash.states import CALL_DECIDED, CallState, SessionStatus, StaleState, transition
 from tools import ExecutionResult as ToolResult
-from tools import ExecutionStatus, ToolExecutor, ToolValidationError
+from tools import ExecutionStatus, Tool, ToolExecutor, ToolValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +64,20 @@ ACTOR = "runner"
 STEPS_PER_TASK = 50
 # Text deltas and other live events go through this hook; the live layer sets it.
 TextCallback = Callable[[int, str], None]
+# Rate limits count calls started within this window ("per minute").
+RATE_WINDOW = timedelta(minutes=1)
+# pg_advisory_xact_lock key serialising call starts while limits are counted.
+RATE_LIMIT_LOCK_KEY = 0x61646C696D6974  # "adlimit"
 
 
-def schedule(session_id: int) -> None:
-    """Queue a step for the session. Call it inside the transaction that made the work:
-    the task row then commits (or rolls back) with it, and workers wake on commit."""
+def schedule(session_id: int, *, at: datetime | None = None) -> None:
+    """Queue a step for the session, now or (`at`) not before then. Call it inside the
+    transaction that made the work: the task row then commits (or rolls back) with it,
+    and workers wake on commit."""
+    if at is not None:
+        # Nobody needs waking: workers poll for steps that come due.
+        advance_session.using(run_after=at).enqueue(session_id)
+        return
     advance_session.enqueue(session_id)
     worker.notify_other_processes()
     transaction.on_commit(worker.wake)
@@ -136,9 +156,16 @@ class SessionRunner:
         for call in calls:
             if call.state == CallState.RUNNING:
                 self._interrupt(call)
+            elif call.state == CallState.PENDING_APPROVAL and _overdue(call):
+                self._expire(call)
         for call in calls:
             if call.is_decided or self._should_rerun(call):
-                self._run_call(session, call)
+                rerun = call.state == CallState.INTERRUPTED
+                if (limit := self._start(session, call)) is not None:
+                    return self._hold_back(session, call, limit)
+                if call.state != CallState.RUNNING:
+                    continue  # sent back for approval
+                self._run_call(session, call, rerun=rerun)
                 session.status = _status_of(session.pk)
                 if session.is_finished:
                     return session.status
@@ -187,6 +214,82 @@ class SessionRunner:
             transition(call, CallState.INTERRUPTED, actor=ACTOR, payload={"rerun": rerun})
             self._store_result(call, status=ExecutionStatus.INTERRUPTED, error=message)
 
+    def _expire(self, call: ToolCall) -> None:
+        """Nobody decided before the deadline: the call never runs, and the model is told."""
+        assert call.expires_at is not None
+        when = call.expires_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        message = f"Nobody approved this call before its deadline ({when}); it was not run."
+        try:
+            with transaction.atomic():
+                transition(
+                    call,
+                    CallState.EXPIRED,
+                    actor="system",
+                    payload={"expires_at": call.expires_at.isoformat()},
+                )
+                self._store_result(
+                    call, status=ExecutionStatus.EXPIRED, error=message, first_attempt=True
+                )
+        except StaleState:
+            call.refresh_from_db()  # an operator decided it first
+
+    def _start(self, session: AgentSession, call: ToolCall) -> RateLimit | None:
+        """Move a decided (or re-run) call to running, unless a rate limit holds it back
+        (which is returned) or its arguments no longer hash to what was approved (it is
+        sent back to pending_approval, for a human to look again)."""
+        if call.state in CALL_DECIDED and arguments_hash(call.arguments) != call.decided_hash:
+            self._send_back(call)
+            return None
+        per_session = session.calls_per_minute or settings.AGENTDASH_SESSION_CALLS_PER_MINUTE
+        per_tool = settings.AGENTDASH_TOOL_CALLS_PER_MINUTE.get(call.tool_name)
+        running = settings.AGENTDASH_MAX_RUNNING_TOOLS
+        with transaction.atomic():
+            if per_session or per_tool or running:
+                _lock_rate_limits()
+                limit = _over_limit(session, call, per_session, per_tool, running)
+                if limit is not None:
+                    return limit
+            transition(call, CallState.RUNNING, actor=ACTOR)
+            if session.rate_limited_until is not None:
+                AgentSession.objects.filter(pk=session.pk).update(rate_limited_until=None)
+                session.rate_limited_until = None
+        return None
+
+    def _hold_back(self, session: AgentSession, call: ToolCall, limit: RateLimit) -> str:
+        """Queue this step again for when the limit allows; the session waits, holding
+        nothing, and is audited once per wait, not at every retry."""
+        with transaction.atomic():
+            if session.rate_limited_until is None:
+                audit.record(
+                    "session.rate_limited",
+                    actor=ACTOR,
+                    session_id=session.pk,
+                    tool_call_id=call.pk,
+                    payload={"limit": limit.name, "detail": limit.detail, "until": limit.until},
+                )
+            AgentSession.objects.filter(pk=session.pk).update(rate_limited_until=limit.until)
+            schedule(session.pk, at=limit.until)
+        return "rate_limited"
+
+    def _send_back(self, call: ToolCall) -> None:
+        """The arguments changed after they were decided: back to the approval queue, in
+        a new round, with a fresh deadline of the default length."""
+        current = arguments_hash(call.arguments)
+        deadline = timezone.now() + timedelta(seconds=settings.AGENTDASH_APPROVAL_TIMEOUT_SECONDS)
+        how = "approved" if call.state == CallState.APPROVED else "allowed by the policy"
+        with transaction.atomic():
+            transition(
+                call,
+                CallState.PENDING_APPROVAL,
+                actor=ACTOR,
+                payload={"decided_hash": call.decided_hash, "arguments_hash": current},
+                approval_reason=f"Its arguments changed after they were {how}.",
+                approval_round=call.approval_round + 1,
+                decided_hash="",
+                expires_at=deadline,
+            )
+            schedule(call.session_id, at=deadline)
+
     def _should_rerun(self, call: ToolCall) -> bool:
         if call.state != CallState.INTERRUPTED:
             return False
@@ -195,9 +298,8 @@ class SessionRunner:
             return False
         return call.results.count() < settings.AGENTDASH_MAX_ATTEMPTS
 
-    def _run_call(self, session: AgentSession, call: ToolCall) -> None:
-        rerun = call.state == CallState.INTERRUPTED
-        transition(call, CallState.RUNNING, actor=ACTOR)
+    def _run_call(self, session: AgentSession, call: ToolCall, *, rerun: bool) -> None:
+        """Run a call that _start() moved to running and record its result."""
         executor = ToolExecutor(self.registry)
         result = _run_cancellable(
             executor.execute(call.tool_name, call.arguments or {}, context={"confirmed": True}),
@@ -372,16 +474,10 @@ class SessionRunner:
                 },
             )
             uses = [block for block in reply.content if block.get("type") == "tool_use"]
-            self.seen_call_ids = (
-                set(
-                    ToolCall.objects.filter(
-                        session=session, call_id__in=[str(block.get("id")) for block in uses]
-                    ).values_list("call_id", flat=True)
-                )
-                if uses
-                else set()
-            )
-            states = [self._propose(session, message, n, block) for n, block in enumerate(uses)]
+            calls = self._propose_all(session, message, uses) if uses else []
+            states = [call.state for call in calls]
+            if deadlines := [call.expires_at for call in calls if call.expires_at is not None]:
+                schedule(session.pk, at=min(deadlines))  # where expiry happens, if nobody decides
             if CallState.PENDING_APPROVAL in states and CallState.AUTO_APPROVED not in states:
                 # Nothing can run before a human decides: stop now, in this transaction.
                 self._wait_for_approval(session)
@@ -399,9 +495,26 @@ class SessionRunner:
             return session.status
         return "continue"
 
+    def _propose_all(
+        self, session: AgentSession, message: Message, uses: list[dict[str, Any]]
+    ) -> list[ToolCall]:
+        """Record the calls of one reply, each decided by the session's current rules."""
+        self.seen_call_ids = set(
+            ToolCall.objects.filter(
+                session=session, call_id__in=[str(block.get("id")) for block in uses]
+            ).values_list("call_id", flat=True)
+        )
+        rules = policy.rules_for(session.pk)
+        return [self._propose(session, message, n, block, rules) for n, block in enumerate(uses)]
+
     def _propose(
-        self, session: AgentSession, message: Message, position: int, block: dict[str, Any]
-    ) -> str:
+        self,
+        session: AgentSession,
+        message: Message,
+        position: int,
+        block: dict[str, Any],
+        rules: policy.RuleSet,
+    ) -> ToolCall:
         """Record one call the model asked for; the policy decides it, unless it is faulty."""
         raw = block.get("input")
         size = len(json.dumps(raw, default=str))
@@ -421,7 +534,7 @@ class SessionRunner:
             status, error = fault
             transition(call, CallState.ERRORED, actor=ACTOR, payload={"error": error})
             self._store_result(call, status=status, error=error, first_attempt=True)
-            return call.state
+            return call
         tool = self.registry.get(call.tool_name)
         assert tool is not None  # _fault() checked
         try:
@@ -434,23 +547,58 @@ class SessionRunner:
                 error=str(invalid),
                 first_attempt=True,
             )
-            return call.state
-        decision = policy.decide_call(tool, arguments)
-        transition(
-            call,
-            CallState.PENDING_APPROVAL if decision.action == "ask" else CallState.AUTO_APPROVED,
-            actor="policy",
-            payload={
-                "tool": tool.name,
-                "arguments": arguments,
-                "rule": decision.rule,
-                "reason": decision.reason,
-            },
-            arguments=arguments,
-            approval_reason=decision.reason,
-            preview=_preview(tool, arguments),
-        )
-        return call.state
+            return call
+        self._apply(call, tool, arguments, rules.decide(tool, arguments))
+        return call
+
+    def _apply(
+        self,
+        call: ToolCall,
+        tool: Tool,
+        arguments: dict[str, Any],
+        decision: policy.PolicyDecision,
+    ) -> None:
+        """Carry out the policy's decision on a valid call, naming its rule in the audit."""
+        payload = {"tool": tool.name, "arguments": arguments, **decision.audit_payload()}
+        fields: dict[str, Any] = {
+            "arguments": arguments,
+            "approval_reason": decision.reason,
+            "policy_rule": decision.rule,
+        }
+        if decision.action == "deny":
+            transition(call, CallState.REJECTED, actor="policy", payload=payload, **fields)
+            self._store_result(
+                call,
+                status=ExecutionStatus.PERMISSION_DENIED,
+                error=f"{decision.reason}. It was not run.",
+                first_attempt=True,
+            )
+        elif decision.action == "ask":
+            waits = decision.expires_after or timedelta(
+                seconds=settings.AGENTDASH_APPROVAL_TIMEOUT_SECONDS
+            )
+            transition(
+                call,
+                CallState.PENDING_APPROVAL,
+                actor="policy",
+                payload=payload,
+                preview=_preview(tool, arguments),
+                required_group=decision.required_group,
+                approvals_required=decision.approvals_required,
+                four_eyes=decision.four_eyes,
+                expires_at=timezone.now() + waits,
+                **fields,
+            )
+        else:
+            transition(
+                call,
+                CallState.AUTO_APPROVED,
+                actor="policy",
+                payload=payload,
+                preview=_preview(tool, arguments),
+                decided_hash=arguments_hash(arguments),
+                **fields,
+            )
 
     def _fault(
         self, call: ToolCall, block: dict[str, Any], size: int
@@ -495,6 +643,54 @@ class SessionRunner:
 
 
 _ACTIVE = frozenset({SessionStatus.QUEUED, SessionStatus.RUNNING, SessionStatus.WAITING_APPROVAL})
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """The limit holding a call back, and when it lets the call start."""
+
+    name: str  # "session", "tool" or "running"
+    detail: str
+    until: datetime
+
+
+def _overdue(call: ToolCall) -> bool:
+    return call.expires_at is not None and call.expires_at <= timezone.now()
+
+
+def _lock_rate_limits() -> None:
+    """Serialise call starts while the limits are counted, so that two workers cannot
+    both take the last place. SQLite's IMMEDIATE transactions hold its only write lock
+    already; PostgreSQL takes an advisory lock until the transaction ends."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RATE_LIMIT_LOCK_KEY])
+
+
+def _over_limit(
+    session: AgentSession,
+    call: ToolCall,
+    per_session: int | None,
+    per_tool: int | None,
+    running: int | None,
+) -> RateLimit | None:
+    """The first limit that starting `call` now would break, if any."""
+    now = timezone.now()
+    started = ToolCall.objects.filter(started_at__gt=now - RATE_WINDOW)
+    if per_session and (until := _window_full(started.filter(session=session), per_session)):
+        return RateLimit("session", f"{per_session} tool calls per minute in this session", until)
+    if per_tool and (until := _window_full(started.filter(tool_name=call.tool_name), per_tool)):
+        return RateLimit("tool", f"{per_tool} {call.tool_name} calls per minute", until)
+    if running and ToolCall.objects.filter(state=CallState.RUNNING).count() >= running:
+        retry = now + timedelta(seconds=settings.AGENTDASH_RATE_LIMIT_RETRY_SECONDS)
+        return RateLimit("running", f"{running} tools running at once", retry)
+    return None
+
+
+def _window_full(started: QuerySet[ToolCall], limit: int) -> datetime | None:
+    """When the next call may start, if `limit` calls started within the window."""
+    latest = list(started.order_by("-started_at").values_list("started_at", flat=True)[:limit])
+    return latest[-1] + RATE_WINDOW if len(latest) >= limit else None
 
 
 def _omitted(size: int) -> dict[str, str]:

@@ -6,6 +6,7 @@ channel layer and a worker inside the web process. Scale-out sets DATABASE_URL
 processes; the code is the same.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -19,6 +20,11 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 def _env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_limit(name: str) -> int | None:
+    """A positive whole number from the environment; unset, empty or 0: no limit."""
+    return int(os.environ.get(name, "").strip() or 0) or None
 
 
 def _secret_key() -> str:
@@ -52,6 +58,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "django_tasks_db",
+    "ninja",  # the API docs page's own copy of Swagger UI (else it loads from a CDN)
     "agentdash",
 ]
 
@@ -186,6 +193,26 @@ AGENTDASH_SYSTEM_PROMPT = (
     "and adapt. When the goal is reached, say so plainly."
 )
 
+# --- Governance: approvals and rate limits (agentdash/policy.py, approvals.py) ---------
+# How long a call waits for its decision before it expires (a rule may say otherwise).
+AGENTDASH_APPROVAL_TIMEOUT_SECONDS = float(
+    os.environ.get("AGENTDASH_APPROVAL_TIMEOUT_SECONDS", 30 * 60)
+)
+# Four eyes everywhere: nobody approves calls of a session they started (rules can ask
+# for it on their own calls too).
+AGENTDASH_FOUR_EYES = _env_bool("AGENTDASH_FOUR_EYES", False)
+# Over a limit a call waits (its session is re-queued for later); nothing fails. Unset or
+# empty: no limit. Tool calls a session may start per minute (a session may set its own):
+AGENTDASH_SESSION_CALLS_PER_MINUTE = _env_limit("AGENTDASH_SESSION_CALLS_PER_MINUTE")
+# Calls of one tool, all sessions together, per minute, as JSON: {"http_fetch": 30}.
+AGENTDASH_TOOL_CALLS_PER_MINUTE: dict[str, int] = json.loads(
+    os.environ.get("AGENTDASH_TOOL_CALLS_PER_MINUTE") or "{}"
+)
+# Tool calls running at once, all workers together.
+AGENTDASH_MAX_RUNNING_TOOLS = _env_limit("AGENTDASH_MAX_RUNNING_TOOLS")
+# A session held back by the running-tools cap tries again this much later.
+AGENTDASH_RATE_LIMIT_RETRY_SECONDS = 1.0
+
 # --- LLM providers (agentdash/providers) ---------------------------------------------
 # API keys and endpoints are not settings: the providers read the SDKs' own environment
 # (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, OPENAI_API_KEY, OPENAI_BASE_URL) when a
@@ -211,8 +238,6 @@ AGENTDASH_MODEL_PRICES: dict[str, dict[str, str]] = {
     "scripted": {"input": "0", "output": "0"},
 }
 if _prices_json := os.environ.get("AGENTDASH_MODEL_PRICES"):
-    import json
-
     AGENTDASH_MODEL_PRICES |= json.loads(_prices_json)
 
 AGENTDASH_DEFAULT_MODELS = {
@@ -234,3 +259,13 @@ AGENTDASH_HTTP_ALLOW_HOSTS = tuple(
     for host in os.environ.get("AGENTDASH_HTTP_ALLOW_HOSTS", "").split(",")
     if host.strip()
 )
+
+# --- Integrations: the HTTP API, /metrics, webhooks -----------------------------------
+# Where operators reach this dashboard; webhooks link to the approval queue under it.
+AGENTDASH_PUBLIC_URL = os.environ.get("AGENTDASH_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# A webhook delivery is tried this many times in all, waiting BACKOFF, 2×BACKOFF, 4×...
+# (at most BACKOFF_MAX) between tries; each try gives up after TIMEOUT seconds.
+AGENTDASH_WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("AGENTDASH_WEBHOOK_MAX_ATTEMPTS", "6"))
+AGENTDASH_WEBHOOK_BACKOFF_SECONDS = float(os.environ.get("AGENTDASH_WEBHOOK_BACKOFF_SECONDS", "10"))
+AGENTDASH_WEBHOOK_BACKOFF_MAX_SECONDS = 3600.0
+AGENTDASH_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("AGENTDASH_WEBHOOK_TIMEOUT_SECONDS", "5"))

@@ -11,10 +11,15 @@ column.
     ToolCall:     proposed → pending_approval | auto_approved → approved | rejected |
                   expired → running → succeeded | errored | timed_out | interrupted
 
-Two edges extend DESIGN's picture, each for a reason:
+Four edges extend DESIGN's picture, each for a reason:
 - proposed → errored: a call the model got wrong (unknown tool, invalid or unparsable
   arguments, a duplicate id) never reaches a human or a tool; its error result goes
   straight back to the model.
+- proposed → rejected: a policy rule denied the call (actor "policy"); it never runs,
+  and the model reads which rule said no.
+- approved | auto_approved → pending_approval: the call's arguments no longer hash to
+  what was approved (or allowed) when the runner is about to run it, so a human must
+  look again; the audit event carries both hashes.
 - interrupted → running: a call whose worker died is re-run, but only when its tool
   is marked idempotent (the runner checks that).
 """
@@ -65,10 +70,10 @@ _C = CallState
 CALL_FINAL = frozenset({_C.SUCCEEDED, _C.ERRORED, _C.TIMED_OUT, _C.REJECTED, _C.EXPIRED})
 CALL_DECIDED = frozenset({_C.AUTO_APPROVED, _C.APPROVED})
 CALL_TRANSITIONS: Mapping[str, frozenset[str]] = {
-    _C.PROPOSED: frozenset({_C.PENDING_APPROVAL, _C.AUTO_APPROVED, _C.ERRORED}),
+    _C.PROPOSED: frozenset({_C.PENDING_APPROVAL, _C.AUTO_APPROVED, _C.REJECTED, _C.ERRORED}),
     _C.PENDING_APPROVAL: frozenset({_C.APPROVED, _C.REJECTED, _C.EXPIRED}),
-    _C.AUTO_APPROVED: frozenset({_C.RUNNING}),
-    _C.APPROVED: frozenset({_C.RUNNING}),
+    _C.AUTO_APPROVED: frozenset({_C.RUNNING, _C.PENDING_APPROVAL}),
+    _C.APPROVED: frozenset({_C.RUNNING, _C.PENDING_APPROVAL}),
     _C.RUNNING: frozenset({_C.SUCCEEDED, _C.ERRORED, _C.TIMED_OUT, _C.INTERRUPTED}),
     _C.INTERRUPTED: frozenset({_C.RUNNING}),
     **{final: frozenset() for final in CALL_FINAL},
@@ -120,7 +125,7 @@ def transition(
     table forbids the move and StaleState when another process changed the row
     first; in both cases nothing is written.
     """
-    from agentdash import audit, live
+    from agentdash import audit, live, notifications
     from agentdash.models import AgentSession, ToolCall
 
     if isinstance(obj, AgentSession):
@@ -155,6 +160,7 @@ def transition(
                 payload={"from": old, "to": new, **(payload or {})},
             )
             live.changed(session_id, call_id=call_id)  # pushed to open pages after commit
+            notifications.on_transition(obj, new)  # webhooks, queued after commit
     if changed != 1:
         current = type(obj).objects.filter(pk=obj.pk).values_list(field, flat=True).first()
         raise StaleState(

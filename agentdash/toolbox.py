@@ -45,9 +45,14 @@ def registry_for_session(session: AgentSession) -> ToolRegistry:
     return _registry(session.workspace, tuple(sorted(session.enabled_tools or ())))
 
 
+def catalogue() -> ToolRegistry:
+    """Every built-in tool, for checking and previewing what applies to any session."""
+    return _registry(Path(settings.AGENTDASH_WORKSPACES_DIR) / "_catalogue", ())
+
+
 def tool_catalogue() -> list[ToolInfo]:
     """What the built-in tools are, for pages and forms that list them."""
-    registry = _registry(Path(settings.AGENTDASH_WORKSPACES_DIR) / "_catalogue", ())
+    registry = catalogue()
     return [
         ToolInfo(
             name=tool.name,

@@ -13,7 +13,9 @@ LISTENs for it on a connection of its own. On SQLite, separate workers poll
 django-tasks-db neither retries nor notices a worker that died mid-task, so every
 worker also sweeps: it re-queues live sessions that nobody holds and nobody is
 running (their lease is free or has lapsed). A duplicate step is harmless: steps are
-idempotent and claim the session's lease first.
+idempotent and claim the session's lease first. The sweep is also the backstop of
+approval deadlines (each pause queues a step for its deadline; the step expires what
+nobody decided) and leaves alone sessions that a rate limit holds back until later.
 """
 
 from __future__ import annotations
@@ -79,14 +81,19 @@ def sweep() -> int:
 
     now = timezone.now()
     # A session waiting for a human can still owe work: a call approved (or left
-    # running) just before its worker died.
-    owes_work = Q(status__in=[SessionStatus.QUEUED, SessionStatus.RUNNING]) | Q(
-        status=SessionStatus.WAITING_APPROVAL,
-        tool_calls__state__in=[CallState.APPROVED, CallState.AUTO_APPROVED, CallState.RUNNING],
+    # running) just before its worker died, or one whose deadline passed.
+    waiting = Q(status=SessionStatus.WAITING_APPROVAL)
+    owed = [CallState.APPROVED, CallState.AUTO_APPROVED, CallState.RUNNING]
+    overdue = Q(tool_calls__state=CallState.PENDING_APPROVAL, tool_calls__expires_at__lte=now)
+    owes_work = (
+        Q(status__in=[SessionStatus.QUEUED, SessionStatus.RUNNING])
+        | (waiting & Q(tool_calls__state__in=owed))
+        | (waiting & overdue)
     )
     stale = (
         AgentSession.objects.filter(owes_work)
         .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
+        .exclude(rate_limited_until__gt=now)  # its step is queued for when the limit allows
         # Recently touched sessions most likely have their next step queued already.
         .filter(updated_at__lt=now - timedelta(seconds=settings.AGENTDASH_SWEEP_SECONDS / 2))
         .values_list("pk", flat=True)

@@ -1,4 +1,5 @@
 from .audit import AuditEvent
+from .policy import PolicyRule, PolicyVersion
 from .sessions import AgentSession, ApprovalDecision, ExecutionResult, Message, ToolCall
 from .tokens import ApiToken
 from .webhooks import WebhookDelivery, WebhookEndpoint
@@ -10,6 +11,8 @@ __all__ = [
     "AuditEvent",
     "ExecutionResult",
     "Message",
+    "PolicyRule",
+    "PolicyVersion",
     "ToolCall",
     "WebhookDelivery",
     "WebhookEndpoint",

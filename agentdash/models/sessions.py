@@ -7,8 +7,11 @@ audit event in the same transaction.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -22,6 +25,34 @@ from agentdash.states import (
 )
 
 DEFAULT_MAX_STEPS = 25
+
+
+def arguments_hash(arguments: Any) -> str:
+    """SHA-256 (hex) of the canonical JSON of a call's arguments: what an approval binds.
+
+    Canonical: keys sorted at every depth, no whitespace, ASCII only, and integral
+    floats written as integers, because the databases do not keep that difference
+    (PostgreSQL's jsonb gives 1e20 back as an integer) and a hash must survive the
+    round trip through the column it protects.
+    """
+    text = json.dumps(
+        _integral_floats_as_ints(arguments),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=False,
+    )
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral_floats_as_ints(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_integral_floats_as_ints(item) for item in value]
+    return value
 
 
 class AgentSession(models.Model):
@@ -42,6 +73,12 @@ class AgentSession(models.Model):
     max_steps = models.PositiveIntegerField(default=DEFAULT_MAX_STEPS)
     max_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     max_cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    calls_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Most tool calls this session may start in any minute; over it, calls "
+        "wait. Empty: AGENTDASH_SESSION_CALLS_PER_MINUTE.",
+    )
 
     steps = models.PositiveIntegerField(default=0)
     input_tokens = models.PositiveBigIntegerField(default=0)
@@ -62,6 +99,9 @@ class AgentSession(models.Model):
     # claim whose holder died simply expires and the sweep hands the session on.
     lease_owner = models.CharField(max_length=100, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Set while a rate limit holds the session back: its next step is queued for then,
+    # and the sweep leaves it alone until then.
+    rate_limited_until = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -149,6 +189,28 @@ class ToolCall(models.Model):
     preview = models.TextField(blank=True, help_text="What the tool said it would do.")
     state = models.CharField(max_length=20, choices=CallState.choices, default=CallState.PROPOSED)
 
+    # What the policy decided, and what it asks of the approvers (agentdash.policy): the
+    # rule as the audit log names it ("rule:12", "default:read_only"), and for a call
+    # that waits, who may approve it, how many must, and until when.
+    policy_rule = models.CharField(max_length=100, blank=True)
+    required_group = models.CharField(
+        max_length=150, blank=True, help_text="Only its members (and superusers) may approve."
+    )
+    approvals_required = models.PositiveSmallIntegerField(default=1)
+    four_eyes = models.BooleanField(
+        default=False,
+        help_text="The session's owner may not approve (besides AGENTDASH_FOUR_EYES).",
+    )
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a pending call expires unless decided."
+    )
+    # Approvals count only within the current round: a new round starts whenever the
+    # arguments change (an approver's edit, or a change found before running).
+    approval_round = models.PositiveSmallIntegerField(default=1)
+    # arguments_hash() of the arguments as they were decided (approved, or allowed by the
+    # policy): the runner runs the call only while its arguments still hash to this.
+    decided_hash = models.CharField(max_length=64, blank=True)
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     proposed_at = models.DateTimeField(null=True, blank=True)
@@ -162,6 +224,8 @@ class ToolCall(models.Model):
         indexes = [
             # The approval queue: every pending call, oldest first.
             models.Index(fields=["state", "created_at"], name="toolcall_state_idx"),
+            # Per-tool rate limits count one tool's calls started in the last minute.
+            models.Index(fields=["tool_name", "started_at"], name="toolcall_tool_started_idx"),
         ]
 
     def __str__(self) -> str:
@@ -181,11 +245,31 @@ class ToolCall(models.Model):
 
     @property
     def decision(self) -> ApprovalDecision | None:
+        """The latest decision: the one that settled the call, once it is settled."""
         return self.decisions.select_related("decided_by").first()
+
+    @property
+    def arguments_hash(self) -> str:
+        """The hash of the arguments as they are now; an approver's page sends it back
+        (decide(expected_hash=...)) so that nobody approves what they did not see."""
+        return arguments_hash(self.arguments)
+
+    def approvals_given(self) -> int:
+        """Approvals in the current round ("1 of 2"); uses prefetched decisions if any."""
+        return sum(
+            1
+            for decision in self.decisions.all()
+            if decision.approved and decision.round == self.approval_round
+        )
 
 
 class ApprovalDecision(models.Model):
-    """An operator's (or the system's) answer to a pending call. One per call."""
+    """An operator's (or the system's) answer to a pending call.
+
+    Usually one per call; a call that needs two approvals has two, and a call whose
+    arguments changed after its approval has those of each round. One person approves
+    a call at most once per round (a constraint, whatever races).
+    """
 
     tool_call = models.ForeignKey(ToolCall, on_delete=models.CASCADE, related_name="decisions")
     approved = models.BooleanField()
@@ -197,12 +281,21 @@ class ApprovalDecision(models.Model):
     original_arguments = models.JSONField(null=True, blank=True)
     edited_arguments = models.JSONField(null=True, blank=True)
     allow_for_session = models.BooleanField(default=False)
+    # The ToolCall's approval_round this decision belongs to, and for an approval the
+    # arguments_hash() of exactly the arguments it approved.
+    round = models.PositiveSmallIntegerField(default=1)
+    arguments_hash = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        # Newest first: the decision that settled a call is its last.
+        ordering = ["-pk"]
         constraints = [
-            # The database itself guarantees a single decision per call, whatever races.
-            models.UniqueConstraint(fields=["tool_call"], name="one_decision_per_call")
+            models.UniqueConstraint(
+                fields=["tool_call", "decided_by", "round"],
+                condition=models.Q(approved=True),
+                name="one_approval_per_person_and_round",
+            )
         ]
 
     def __str__(self) -> str:

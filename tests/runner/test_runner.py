@@ -53,7 +53,9 @@ def test_it_runs_auto_approved_calls_to_completion(run_queued_steps):
     assert session.steps == 2
     call = ToolCall.objects.get(session=session)
     assert call.state == CallState.SUCCEEDED
-    assert call.approval_reason == "list_dir does not require confirmation"
+    # The tool's read-only hint decided it (no rule matched); the reason says so.
+    assert call.approval_reason == "list_dir does not require confirmation (read-only)"
+    assert call.policy_rule == "default:read_only"
     [result] = tool_results(session, 2)
     assert result["type"] == "tool_result"
     assert result["tool_use_id"] == "c1"

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "django_tasks_db",
+    "ninja",  # the API docs page's own copy of Swagger UI (else it loads from a CDN)
     "agentdash",
 ]
 
@@ -258,3 +259,14 @@ AGENTDASH_HTTP_ALLOW_HOSTS = tuple(
     for host in os.environ.get("AGENTDASH_HTTP_ALLOW_HOSTS", "").split(",")
     if host.strip()
 )
+
+# --- Integrations: the HTTP API, /metrics, webhooks -----------------------------------
+# Where operators reach this dashboard; webhooks link to the approval queue under it.
+AGENTDASH_PUBLIC_URL = os.environ.get("AGENTDASH_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# A webhook delivery is tried this many times in all, waiting BACKOFF seconds, then
+# twice that, and so on (at most BACKOFF_MAX) between tries; each try gives up after
+# TIMEOUT seconds.
+AGENTDASH_WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("AGENTDASH_WEBHOOK_MAX_ATTEMPTS", "6"))
+AGENTDASH_WEBHOOK_BACKOFF_SECONDS = float(os.environ.get("AGENTDASH_WEBHOOK_BACKOFF_SECONDS", "10"))
+AGENTDASH_WEBHOOK_BACKOFF_MAX_SECONDS = 3600.0
+AGENTDASH_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("AGENTDASH_WEBHOOK_TIMEOUT_SECONDS", "5"))

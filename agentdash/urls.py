@@ -12,4 +12,5 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("history/", include("agentdash.web.history_urls")),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("agentdash.api.urls")),
 ]

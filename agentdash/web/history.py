@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
+from django.db.models import QuerySet
 from django.http import (
     Http404,
     HttpRequest,
@@ -114,7 +115,14 @@ def export(request: HttpRequest, fmt: str) -> HttpResponse:
     form = HistoryFilterForm(request.GET)
     if not form.is_valid():
         return HttpResponseBadRequest(form.errors.as_text(), content_type="text/plain")
-    lines = audit.export_lines(form.events(), fmt)
+    return export_response(request, form.events(), fmt)
+
+
+def export_response(
+    request: HttpRequest, events: QuerySet[AuditEvent], fmt: audit.ExportFormat
+) -> StreamingHttpResponse:
+    """`events` as a streamed attachment (the API's export answers with it too)."""
+    lines = audit.export_lines(events, fmt)
     response = StreamingHttpResponse(
         _in_chunks_off_loop(lines) if isinstance(request, ASGIRequest) else lines,
         content_type=f"{EXPORT_CONTENT_TYPES[fmt]}; charset=utf-8",

@@ -1,0 +1,303 @@
+"""Webhooks: tell a chat bot or a pager that a tool call waits for an operator, or that
+nobody decided it in time, with a link to the approval queue.
+
+    states.transition() ─► on_transition(call, new)        inside the change's transaction
+          ─► (on commit) queue_event(event, call_id)         one WebhookDelivery per endpoint
+          ─► deliver(delivery_id), a task                    one signed POST; retries itself
+
+Nothing here can fail a transition: the event is queued only after the change has
+committed (and a failure to queue is logged, not raised), and each POST runs later as
+a task of its own. A delivery is tried up to AGENTDASH_WEBHOOK_MAX_ATTEMPTS times:
+again after a timeout, a connection error, 408, 429 or a 5xx, waiting
+AGENTDASH_WEBHOOK_BACKOFF_SECONDS, then twice that, and so on (or longer, when a
+Retry-After asks for it); any other answer is final. Every try is recorded on the
+WebhookDelivery row (attempts, last status code or error, next attempt, delivered at).
+
+What a receiver gets, and how it checks it
+------------------------------------------
+A POST with a JSON body (see `event_payload()`; the arguments are redacted like the
+audit log's, since a chat channel is a wider audience than the dashboard) and:
+
+    X-Agentdash-Event:      toolcall.pending_approval | toolcall.expired
+    X-Agentdash-Delivery:   the delivery's id; a retry repeats it, so dedupe on it
+    X-Agentdash-Timestamp:  when this try was signed, in Unix seconds
+    X-Agentdash-Signature:  sha256=<hex HMAC-SHA256(secret, timestamp + "." + raw body)>
+
+To verify: compute the HMAC over the timestamp header, a ".", and the raw body bytes
+exactly as received (not re-serialised JSON), compare it with the header in constant
+time, and refuse a timestamp more than a few minutes from your clock, so that a
+recorded request cannot be replayed later. `verify_signature()` does exactly that.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx2
+from django.conf import settings
+from django.db import models, transaction
+from django.tasks import task
+from django.urls import reverse
+from django.utils import timezone
+
+from agentdash import audit, worker
+from agentdash.models import ToolCall, WebhookDelivery, WebhookEndpoint
+from agentdash.models.webhooks import WEBHOOK_EVENTS
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Agentdash-Signature"
+TIMESTAMP_HEADER = "X-Agentdash-Timestamp"
+EVENT_HEADER = "X-Agentdash-Event"
+DELIVERY_HEADER = "X-Agentdash-Delivery"
+# How far a receiver should let a timestamp stray from its own clock.
+DEFAULT_TOLERANCE_SECONDS = 300
+# What is kept of a refusing receiver's answer, for the record.
+ERROR_BODY_CHARS = 500
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+
+# --- the trigger ------------------------------------------------------------------------
+
+
+def on_transition(obj: models.Model, new: str) -> None:
+    """Called by `states.transition()` once a change is audited, inside its transaction.
+
+    Cheap for every other change: only a tool call entering a state that some webhook
+    event names queues anything, and that only after the transaction commits.
+    """
+    event = f"toolcall.{new}"
+    if isinstance(obj, ToolCall) and event in WEBHOOK_EVENTS:
+        transaction.on_commit(functools.partial(queue_event, event, obj.pk), robust=True)
+
+
+def queue_event(event: str, call_id: int) -> list[WebhookDelivery]:
+    """Record one delivery of `event` for every endpoint that wants it and queue them."""
+    endpoints = WebhookEndpoint.subscribed_to(event)
+    if not endpoints:
+        return []
+    call = ToolCall.objects.select_related("session").get(pk=call_id)
+    payload = event_payload(event, call)
+    now = timezone.now()
+    with transaction.atomic():
+        deliveries = [
+            WebhookDelivery.objects.create(
+                endpoint=endpoint, event=event, payload=payload, next_attempt_at=now
+            )
+            for endpoint in endpoints
+        ]
+        _enqueue(*deliveries)
+    return deliveries
+
+
+def send_again(delivery: WebhookDelivery) -> bool:
+    """Start a fresh round of tries for a finished delivery (an operator's choice, in the
+    admin, e.g. once a receiver that was down for long is back). False: still pending."""
+    now = timezone.now()
+    with transaction.atomic():
+        restarted = WebhookDelivery.objects.filter(
+            pk=delivery.pk,
+            status__in=[WebhookDelivery.Status.DELIVERED, WebhookDelivery.Status.FAILED],
+        ).update(
+            status=WebhookDelivery.Status.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            delivered_at=None,
+            updated_at=now,
+        )
+        if restarted:
+            _enqueue(delivery)
+    return bool(restarted)
+
+
+def _enqueue(*deliveries: WebhookDelivery) -> None:
+    """Queue a try of each delivery, in the caller's transaction; wake a worker on commit."""
+    for delivery in deliveries:
+        deliver.enqueue(delivery.pk)
+    worker.notify_other_processes()
+    transaction.on_commit(worker.wake)
+
+
+def _public_url(path: str) -> str:
+    return f"{settings.AGENTDASH_PUBLIC_URL}{path}"
+
+
+def event_payload(event: str, call: ToolCall) -> dict[str, Any]:
+    """The JSON body of a webhook: what the call is, and where an operator decides it."""
+    session = call.session
+    arguments = call.arguments if call.arguments is not None else call.proposed_arguments
+    return {
+        "event": event,
+        "occurred_at": call.updated_at.isoformat(),
+        "tool_call": {
+            "id": call.pk,
+            "tool": call.tool_name,
+            "arguments": audit.redact(arguments),
+            "approval_reason": call.approval_reason,
+            "url": _public_url(reverse("api-v1:call", args=[call.pk])),
+        },
+        "session": {
+            "id": session.pk,
+            "goal": session.goal,
+            "url": _public_url(reverse("session-detail", args=[session.pk])),
+        },
+        "approval_queue_url": _public_url(reverse("approvals") + f"#queue-card-{call.pk}"),
+    }
+
+
+# --- signing ----------------------------------------------------------------------------
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """The X-Agentdash-Signature value for `body` signed at `timestamp`."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+def verify_signature(
+    secret: str,
+    *,
+    body: bytes,
+    timestamp: str,
+    signature_header: str,
+    tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> bool:
+    """A receiver's check: the signature matches and the timestamp is recent."""
+    try:
+        signed_at = int(timestamp)
+    except ValueError:
+        return False
+    current = time.time() if now is None else now
+    if abs(current - signed_at) > tolerance_seconds:
+        return False
+    return hmac.compare_digest(signature(secret, timestamp, body), signature_header)
+
+
+def _body(payload: dict[str, Any]) -> bytes:
+    # The same bytes on every try: the receiver dedupes on the delivery id, not the body.
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# --- delivery ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TryOutcome:
+    """How one POST went."""
+
+    status_code: int | None  # None: no answer (timeout, refused connection, ...)
+    error: str  # "" when delivered
+    retryable: bool
+    retry_after: float | None = None  # seconds, when the receiver asked for a pause
+
+    @property
+    def delivered(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def _post(delivery: WebhookDelivery, body: bytes) -> TryOutcome:
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "agentdash-webhooks",
+        EVENT_HEADER: delivery.event,
+        DELIVERY_HEADER: str(delivery.pk),
+        TIMESTAMP_HEADER: timestamp,
+        SIGNATURE_HEADER: signature(delivery.endpoint.secret, timestamp, body),
+    }
+    timeout = settings.AGENTDASH_WEBHOOK_TIMEOUT_SECONDS
+    try:
+        # No redirects: a signed event goes where it was configured to go, or fails.
+        with (
+            httpx2.Client(timeout=timeout, follow_redirects=False) as client,
+            client.stream("POST", delivery.endpoint.url, content=body, headers=headers) as answer,
+        ):
+            status = answer.status_code
+            if 200 <= status < 300:
+                return TryOutcome(status, "", retryable=False)
+            # Only the start of a refusal is kept, however much the receiver sends.
+            start = next(answer.iter_bytes(ERROR_BODY_CHARS), b"")
+            return TryOutcome(
+                status,
+                f"HTTP {status}: {start[:ERROR_BODY_CHARS].decode(errors='replace')}".strip(),
+                retryable=status >= 500 or status in RETRYABLE_STATUS,
+                retry_after=_seconds(answer.headers.get("Retry-After")),
+            )
+    except httpx2.TimeoutException:
+        return TryOutcome(None, f"no answer within {timeout:g} s", retryable=True)
+    except (httpx2.InvalidURL, httpx2.UnsupportedProtocol) as error:
+        return TryOutcome(None, f"the endpoint's URL cannot be used: {error}", retryable=False)
+    except httpx2.HTTPError as error:  # refused, reset, unreachable: worth another try
+        return TryOutcome(None, f"{type(error).__name__}: {error}", retryable=True)
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """A Retry-After given in seconds; the HTTP-date form is left to the backoff."""
+    try:
+        return max(0.0, float(retry_after)) if retry_after else None
+    except ValueError:
+        return None
+
+
+def backoff(attempts: int, retry_after: float | None = None) -> timedelta:
+    """How long to wait after `attempts` failed tries before the next one."""
+    base = settings.AGENTDASH_WEBHOOK_BACKOFF_SECONDS * 2 ** (attempts - 1)
+    wait = max(base, retry_after or 0.0)
+    return timedelta(seconds=min(wait, settings.AGENTDASH_WEBHOOK_BACKOFF_MAX_SECONDS))
+
+
+@task()
+def deliver(delivery_id: int) -> str:
+    """Try one delivery once; on a retryable failure, queue the next try. Idempotent:
+    a delivery that is no longer pending is left alone."""
+    delivery = (
+        WebhookDelivery.objects.select_related("endpoint")
+        .filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING)
+        .first()
+    )
+    if delivery is None:
+        return "not pending"
+    outcome = _post(delivery, _body(delivery.payload))
+    attempts = delivery.attempts + 1
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "attempts": attempts,
+        "last_status_code": outcome.status_code,
+        "last_error": outcome.error,
+        "updated_at": now,
+    }
+    next_attempt: datetime | None = None
+    if outcome.delivered:
+        fields |= {"status": WebhookDelivery.Status.DELIVERED, "delivered_at": now}
+    elif outcome.retryable and attempts < settings.AGENTDASH_WEBHOOK_MAX_ATTEMPTS:
+        next_attempt = now + backoff(attempts, outcome.retry_after)
+    else:
+        fields["status"] = WebhookDelivery.Status.FAILED
+    with transaction.atomic():
+        # Conditional on the attempt count read above, so that a duplicate task that
+        # raced this one can neither count a try twice nor queue a second retry.
+        claimed = WebhookDelivery.objects.filter(
+            pk=delivery.pk, status=WebhookDelivery.Status.PENDING, attempts=delivery.attempts
+        ).update(next_attempt_at=next_attempt, **fields)
+        if claimed and next_attempt is not None:
+            deliver.using(run_after=next_attempt).enqueue(delivery.pk)
+    status = fields.get("status", "retrying")
+    log = logger.info if outcome.delivered else logger.warning
+    log(
+        "webhook %s (%s) to %s, try %d: %s",
+        delivery.pk,
+        delivery.event,
+        delivery.endpoint.name,
+        attempts,
+        outcome.error or f"HTTP {outcome.status_code}",
+    )
+    return str(status)

@@ -45,6 +45,7 @@ import math
 import posixpath
 import re
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -413,10 +414,10 @@ class _RuleCache:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.token: object = None
+        self.token: uuid.UUID | None = None
         self.sets: OrderedDict[int | None, RuleSet] = OrderedDict()
 
-    def get(self, token: object, session_id: int | None) -> RuleSet | None:
+    def get(self, token: uuid.UUID, session_id: int | None) -> RuleSet | None:
         with self.lock:
             if token != self.token:
                 return None
@@ -425,7 +426,7 @@ class _RuleCache:
                 self.sets.move_to_end(session_id)
             return found
 
-    def put(self, token: object, session_id: int | None, rules: RuleSet) -> None:
+    def put(self, token: uuid.UUID, session_id: int | None, rules: RuleSet) -> None:
         with self.lock:
             if token != self.token:
                 self.token, self.sets = token, OrderedDict()
@@ -442,13 +443,12 @@ def rules_for(session_id: int | None) -> RuleSet:
     # The token is read before the rules: rules read after it are at least that new, so
     # a change committed in between only makes the cached set newer than its token.
     token = PolicyVersion.current()
-    if token is not None and (cached := _cache.get(token, session_id)) is not None:
+    if (cached := _cache.get(token, session_id)) is not None:
         return cached
     stored = PolicyRule.objects.filter(enabled=True).select_related("required_group")
     stored = stored.filter(Q(session__isnull=True) | Q(session_id=session_id))
     rules = RuleSet.of(CompiledRule.of(rule) for rule in stored)
-    if token is not None:  # no token (a flushed database): nothing safe to cache under
-        _cache.put(token, session_id, rules)
+    _cache.put(token, session_id, rules)
     return rules
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import textwrap
 import time
 from pathlib import Path
@@ -95,29 +96,32 @@ async def test_parent_environment_is_not_inherited(
     assert set(result.stdout.split()) <= {"HOME", "LANG", "PATH", "PWD"}, result
 
 
-async def test_parent_secrets_unreadable_through_proc(
-    sandbox: Sandbox, workspace: Path, monkeypatch: pytest.MonkeyPatch
-):
-    """Protection: an own pid namespace and /proc. The server's /proc/<pid>/environ (and
-    every other process's) is out of reach, by the server's pid or by any pid."""
-    monkeypatch.setenv("AGENTDASH_SECRET_KEY", SECRET)
-    result = await run_python(
-        sandbox,
-        workspace,
-        f"""
-        import os
-        found = []
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-        for pid in [{os.getpid()}, os.getppid(), 1, *pids]:
-            try:
-                with open(f"/proc/{{pid}}/environ", "rb") as f:
-                    if b"{SECRET}" in f.read():
-                        found.append(pid)
-            except OSError:
-                pass
-        print("found", found)
-        """,
-    )
+async def test_parent_secrets_unreadable_through_proc(sandbox: Sandbox, workspace: Path):
+    """Protection: an own pid namespace and /proc. A secret in the environment a process
+    started with (as a server's API keys are) is out of reach through /proc/<pid>/environ,
+    by that process's pid, the server's, or any pid."""
+    holder = subprocess.Popen(["sleep", "60"], env={"AGENTDASH_SECRET_KEY": SECRET})  # noqa: ASYNC220
+    try:
+        result = await run_python(
+            sandbox,
+            workspace,
+            f"""
+            import os
+            found = []
+            pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+            for pid in [{holder.pid}, {os.getpid()}, os.getppid(), 1, *pids]:
+                try:
+                    with open(f"/proc/{{pid}}/environ", "rb") as f:
+                        if b"{SECRET}" in f.read():
+                            found.append(pid)
+                except OSError:
+                    pass
+            print("found", found)
+            """,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
     assert result.stdout.strip() == "found []", result
 
 
@@ -391,3 +395,36 @@ def _host_processes_holding(path: Path) -> list[int]:
         except OSError:
             pass  # the process ended meanwhile
     return found
+
+
+async def test_runs_share_nothing_but_their_own_workspace(
+    sandbox: Sandbox, workspace: Path, tmp_path: Path
+):
+    """Protection: a fresh /tmp, /dev/shm and namespaces per run. What one run leaves
+    there, or listens on, the next run (of another session, in another workspace) does
+    not find; nor does it find the first session's workspace."""
+    other = tmp_path / "other-session"
+    other.mkdir()
+    first = await run_python(
+        sandbox,
+        workspace,
+        """
+        for path in ["/tmp/left", "/dev/shm/left", "mine"]:
+            open(path, "w").write("secret")
+        """,
+    )
+    assert first.exit_code == 0, first
+    second = await sandbox.run(
+        code=textwrap.dedent(
+            f"""
+            import os
+            for path in ["/tmp/left", "/dev/shm/left", "mine", {str(workspace / "mine")!r}]:
+                print(path, os.path.exists(path))
+            print(os.listdir("/workspace"))
+            """
+        ),
+        workdir=other,
+        limits=SMALL,
+    )
+    assert "True" not in second.stdout, second
+    assert second.stdout.splitlines()[-1] == "[]", second

@@ -1,14 +1,16 @@
 """The process backend: each run is a fresh process in its own namespaces (bubblewrap), its
 own pids and memory cgroups, under rlimits, with nothing of the server's environment.
 
-How a run starts, and why in this order: bubblewrap builds the namespaces and the private
-filesystem view, then blocks (`--block-fd`) before the code starts. While it waits, the
-server moves that process into the run's cgroups and sets its rlimits (`prlimit`), then
-lets it go: everything the code starts is born inside the limits, without a shell or
-`preexec_fn` (which is unsafe in a threaded server) in between.
+How a run starts, and why in this order: a shell started on a pipe waits for a "go" line.
+While it waits, the server moves it into the run's cgroups and sets its rlimits
+(`prlimit`), then sends "go"; the shell execs bubblewrap, which builds the namespaces and
+the private filesystem view and runs the code. So everything of the run is born inside
+its limits, with no `preexec_fn` (unsafe in a threaded server). Should the server die
+before "go", the shell reads end-of-file and runs nothing. (bubblewrap's own --block-fd
+would let the run go on end-of-file, unconfined.)
 
-Without bubblewrap (or where user namespaces are refused) the run is a plain process held
-the same way by `sh` until its limits are set; what that leaves unenforced is reported.
+Without bubblewrap (or where user namespaces are refused) the shell execs the program
+itself; what that leaves unenforced is reported.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import os
 import resource
 import shutil
@@ -49,6 +50,7 @@ SANDBOX_WORKDIR: Final = "/workspace"
 SANDBOX_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
 SANDBOX_TMP: Final = "/tmp"  # noqa: S108 - inside the sandbox: a fresh tmpfs per run
 CGROUP_REMOVE_TRIES: Final = 50
+STREAM_LIMIT: Final = 64 * 1024  # asyncio's default buffer for a subprocess's pipes
 
 
 @dataclass(frozen=True)
@@ -129,11 +131,9 @@ def filesystem_binds(interpreter: Interpreter) -> list[str]:
     return args
 
 
-def bwrap_argv(
-    interpreter: Interpreter, workdir: Path, *, info_fd: int, block_fd: int
-) -> list[str]:
+def bwrap_argv(interpreter: Interpreter, workdir: Path) -> list[str]:
     return [
-        "bwrap",
+        shutil.which("bwrap") or "bwrap",
         # user, pid, network, ipc, uts and cgroup namespaces; no new user namespaces inside
         *("--unshare-all", "--unshare-user", "--disable-userns"),
         *("--uid", str(NOBODY), "--gid", str(NOBODY)),
@@ -143,7 +143,6 @@ def bwrap_argv(
         *filesystem_binds(interpreter),
         *("--proc", "/proc", "--dev", "/dev", "--tmpfs", SANDBOX_TMP),
         *("--bind", str(workdir), SANDBOX_WORKDIR, "--chdir", SANDBOX_WORKDIR),
-        *("--info-fd", str(info_fd), "--block-fd", str(block_fd)),
         "--",
     ]
 
@@ -154,15 +153,11 @@ def bwrap_works(interpreter: Interpreter) -> str | None:
     for; otherwise why not (missing, or user namespaces refused by this kernel)."""
     if shutil.which("bwrap") is None:
         return "bubblewrap (bwrap) is not installed; run scripts/system-deps.sh"
-    info_r, info_w = os.pipe()
-    block_r, block_w = os.pipe()
-    os.close(block_w)  # the probe runs nothing untrusted: let it go at once
     workdir = tempfile.TemporaryDirectory(prefix="agentdash-probe-")
-    argv = bwrap_argv(interpreter, Path(workdir.name), info_fd=info_w, block_fd=block_r)
+    argv = bwrap_argv(interpreter, Path(workdir.name))
     try:
         probe = subprocess.run(  # noqa: S603 - fixed arguments, no shell
             [*argv, *interpreter.argv("pass")],
-            pass_fds=(info_w, block_r),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             env={},
@@ -170,8 +165,6 @@ def bwrap_works(interpreter: Interpreter) -> str | None:
             check=False,
         )
     finally:
-        for fd in (info_r, info_w, block_r):
-            os.close(fd)
         workdir.cleanup()
     if probe.returncode != 0:
         return f"bubblewrap failed here: {probe.stderr.decode(errors='replace').strip()}"
@@ -248,8 +241,8 @@ class ProcessSandbox(Sandbox):
         groups = (
             RunCgroups.create(
                 self.controllers,
-                # bubblewrap's own pid 1 in the namespace counts too
-                max_tasks=limits.max_processes + (1 if self.use_bwrap else 0),
+                # bubblewrap's two processes (outside, and pid 1 inside) count too
+                max_tasks=limits.max_processes + (2 if self.use_bwrap else 0),
                 memory_bytes=limits.memory_mb * MIB,
             )
             if self.controllers
@@ -270,14 +263,16 @@ class ProcessSandbox(Sandbox):
         started: float,
     ) -> SandboxResult:
         program = list(command.argv) if command.argv else self.interpreter.argv(command.code or "")
-        block_r, block_w = os.pipe()
+        if self.use_bwrap:
+            program = [*bwrap_argv(self.interpreter, workdir), *program]
+        go_r, go_w = os.pipe()
         try:
-            proc, held = await self._start_held(program, workdir, block_r)
+            proc, exit_code = await _spawn(program, workdir, stdin=go_r)
         except BaseException:
-            os.close(block_w)
+            os.close(go_w)
             raise
         finally:
-            os.close(block_r)
+            os.close(go_r)
 
         def kill() -> None:
             if groups is not None:
@@ -286,24 +281,21 @@ class ProcessSandbox(Sandbox):
                 os.killpg(proc.pid, signal.SIGKILL)
 
         try:
-            if held is not None:
-                if groups is not None:
-                    groups.add(held)
-                address_space = "memory" not in self.controllers
-                for which, value in rlimits(limits, address_space=address_space).items():
-                    resource.prlimit(held, which, value)
-                os.write(block_w, b"\n")
+            if groups is not None:
+                groups.add(proc.pid)
+            address_space = "memory" not in self.controllers
+            for which, value in rlimits(limits, address_space=address_space).items():
+                resource.prlimit(proc.pid, which, value)
+            os.write(go_w, b"go\n")
         except BaseException:
-            # Never let a held process go without its limits: closing the block pipe
-            # unwritten would release it, so kill it first.
-            kill()
-            await proc.wait()
+            kill()  # it was never told to go; make sure of it
+            await exit_code
             raise
         finally:
-            os.close(block_w)
+            os.close(go_w)
 
         finished = await self.supervise(
-            wait=_exit_code(proc),
+            wait=exit_code,
             stdout=proc.stdout,  # type: ignore[arg-type]
             stderr=proc.stderr,  # type: ignore[arg-type]
             kill=kill,
@@ -313,71 +305,58 @@ class ProcessSandbox(Sandbox):
         kill()  # nothing of a finished run may outlive it (no-op inside a pid namespace)
         return finished.result(limit_hit(finished.exit_code, groups))
 
-    async def _start_held(
-        self, program: list[str], workdir: Path, block_r: int
-    ) -> tuple[asyncio.subprocess.Process, int | None]:
-        """Start the run's process, held until `block_r` is written to; return it and the
-        pid that waits (None: bubblewrap failed before it got there, its error is on
-        stderr)."""
-        if not self.use_bwrap:
-            # `read` holds the shell until its limits are set; exec then keeps its pid.
-            hold = f'read -r _ <&{block_r}; exec {block_r}<&-; exec "$@"'
-            env = {"PATH": SANDBOX_PATH, "HOME": str(workdir), "LANG": "C.UTF-8"}
-            proc = await _spawn(["/bin/sh", "-c", hold, "sh", *program], env, workdir, (block_r,))
-            return proc, proc.pid
-        info_r, info_w = os.pipe()
-        argv = bwrap_argv(self.interpreter, workdir, info_fd=info_w, block_fd=block_r)
-        try:
-            proc = await _spawn([*argv, *program], {}, workdir, (info_w, block_r))
-        except BaseException:
-            os.close(info_r)
-            raise
-        finally:
-            os.close(info_w)
-        try:
-            return proc, await _read_child_pid(info_r)
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            raise
+
+# The shell that holds a run until its limits are set. `read` fails on end-of-file, so a
+# server that dies before saying "go" starts nothing. The program's stdin is /dev/null.
+HOLD: Final = 'read -r go && [ "$go" = go ] && exec "$@" </dev/null'
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's protocol for a process with stream pipes, which also says when the
+    process ends. `Process.wait()` says so only once its pipes are closed too, which a
+    daemonised grandchild holding them can put off forever."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=STREAM_LIMIT, loop=loop)
+        self.exit_status: asyncio.Future[int] = loop.create_future()
+        self._process: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self._process = transport
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        assert self._process is not None
+        returncode = self._process.get_returncode()
+        if returncode is not None and not self.exit_status.done():
+            self.exit_status.set_result(exit_status(returncode))
 
 
 async def _spawn(
-    argv: list[str], env: dict[str, str], cwd: Path, pass_fds: tuple[int, ...]
-) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=subprocess.DEVNULL,
+    program: list[str], workdir: Path, *, stdin: int
+) -> tuple[asyncio.subprocess.Process, asyncio.Future[int]]:
+    """Start `program` held by the shell, which reads "go" from `stdin`, with only PATH,
+    HOME and LANG in its environment (bubblewrap clears even those). Returns the process
+    and its exit status to come."""
+    loop = asyncio.get_running_loop()
+    protocol = _Protocol(loop)
+    transport, _ = await loop.subprocess_exec(
+        lambda: protocol,
+        "/bin/sh",
+        "-c",
+        HOLD,
+        "sh",
+        *program,
+        stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=env,
-        cwd=cwd,
-        pass_fds=pass_fds,
+        env={"PATH": SANDBOX_PATH, "HOME": str(workdir), "LANG": "C.UTF-8"},
+        cwd=workdir,
         start_new_session=True,
     )
-
-
-async def _read_child_pid(info_r: int) -> int | None:
-    """bubblewrap's sandboxed child pid from its info pipe; takes ownership of `info_r`."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    pipe = os.fdopen(info_r, "rb", buffering=0)
-    try:
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), pipe
-        )
-    except BaseException:
-        pipe.close()
-        raise
-    try:
-        info = await reader.read()
-    finally:
-        transport.close()
-    return json.loads(info)["child-pid"] if info else None
-
-
-async def _exit_code(proc: asyncio.subprocess.Process) -> int:
-    return exit_status(await proc.wait())
+    return asyncio.subprocess.Process(transport, protocol, loop), protocol.exit_status
 
 
 _logged_reports: set[str] = set()

@@ -94,6 +94,11 @@ class WarmSandbox(Sandbox):
             "kill_on_timeout": "pid namespace" + (" and cgroups" if self.controllers else ""),
         }
 
+    @property
+    def launcher_pid(self) -> int | None:
+        """The launcher's process (a bubblewrap leading its session), once started."""
+        return self._launcher.pid if self._launcher is not None else None
+
     async def start(self) -> None:
         """Start the launcher now rather than at the first run (idempotent)."""
         async with self._starting:

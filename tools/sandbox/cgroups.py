@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import logging
 import os
 import signal
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ from typing import Final
 
 V1_ROOT: Final = Path("/sys/fs/cgroup")
 CONTROLLERS: Final = ("pids", "memory")
+RUN_PREFIX: Final = "agentdash-run-"  # then the server's pid and a counter
 _counter = itertools.count()
+logger = logging.getLogger("tools.sandbox")
 
 
 def own_cgroup_dir(controller: str) -> Path | None:
@@ -43,12 +46,14 @@ def own_cgroup_dir(controller: str) -> Path | None:
 
 @functools.cache
 def usable_controllers() -> tuple[str, ...]:
-    """The controllers this process can make child groups in (tried once, not assumed)."""
+    """The controllers this process can make child groups in (tried once, not assumed).
+    Groups left by a server that died are swept on the way."""
     usable = []
     for controller in CONTROLLERS:
         parent = own_cgroup_dir(controller)
         if parent is None:
             continue
+        sweep_orphans(controller, parent)
         probe = parent / f"agentdash-probe-{os.getpid()}"
         try:
             probe.mkdir()
@@ -57,6 +62,18 @@ def usable_controllers() -> tuple[str, ...]:
             continue
         usable.append(controller)
     return tuple(usable)
+
+
+def sweep_orphans(controller: str, parent: Path) -> None:
+    """Kill what is left in, and remove, the run groups of servers that are gone (a run
+    cut off by its server's crash keeps its limits but has nobody to end it)."""
+    for directory in parent.glob(f"{RUN_PREFIX}*"):
+        server_pid = int(directory.name.removeprefix(RUN_PREFIX).split("-")[0])
+        if server_pid != os.getpid() and not Path(f"/proc/{server_pid}").exists():
+            orphan = RunCgroups({controller: directory})
+            orphan.kill()
+            if not orphan.remove():
+                logger.warning("could not remove the orphaned sandbox cgroup %s", directory)
 
 
 @dataclass
@@ -69,7 +86,7 @@ class RunCgroups:
     def create(
         cls, controllers: tuple[str, ...], *, max_tasks: int, memory_bytes: int
     ) -> RunCgroups:
-        name = f"agentdash-run-{os.getpid()}-{next(_counter)}"
+        name = f"{RUN_PREFIX}{os.getpid()}-{next(_counter)}"
         groups = cls({})
         try:
             for controller in controllers:

@@ -229,3 +229,23 @@ class Sandbox(ABC):
                 with contextlib.suppress(BaseException):
                     await task
         return Finished(exit_code, timed_out, out, err, started)
+
+
+_logged_reports: set[str] = set()
+
+
+def log_protections(sandbox: Sandbox) -> None:
+    """Say at start what this host enforces, and loudly what it does not (once per
+    distinct report, not per sandbox made)."""
+    report = sandbox.protections()
+    if repr(report) in _logged_reports:
+        return
+    _logged_reports.add(repr(report))
+    missing = [name for name, value in report.items() if value is False]
+    logger.info(
+        "%s sandbox protections: %s",
+        sandbox.name,
+        "; ".join(f"{name}: {value}" for name, value in report.items() if value is not False),
+    )
+    if missing:
+        logger.warning("%s sandbox does NOT enforce: %s", sandbox.name, ", ".join(missing))

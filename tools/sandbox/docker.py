@@ -34,8 +34,8 @@ from tools.sandbox.base import (
     Limits,
     Sandbox,
     SandboxResult,
+    log_protections,
 )
-from tools.sandbox.process import log_protections
 
 API_VERSION: Final = "1.45"  # pinned, so the client never asks the engine first
 DEFAULT_IMAGE: Final = "python:3.13-slim"

@@ -40,6 +40,7 @@ from tools.sandbox.base import (
     Limits,
     Sandbox,
     SandboxResult,
+    log_protections,
     logger,
 )
 from tools.sandbox.cgroups import RunCgroups, usable_controllers
@@ -357,23 +358,3 @@ async def _spawn(
         start_new_session=True,
     )
     return asyncio.subprocess.Process(transport, protocol, loop), protocol.exit_status
-
-
-_logged_reports: set[str] = set()
-
-
-def log_protections(sandbox: Sandbox) -> None:
-    """Say at start what this host enforces, and loudly what it does not (once per
-    distinct report, not per sandbox made)."""
-    report = sandbox.protections()
-    if repr(report) in _logged_reports:
-        return
-    _logged_reports.add(repr(report))
-    missing = [name for name, value in report.items() if value is False]
-    logger.info(
-        "%s sandbox protections: %s",
-        sandbox.name,
-        "; ".join(f"{name}: {value}" for name, value in report.items() if value is not False),
-    )
-    if missing:
-        logger.warning("%s sandbox does NOT enforce: %s", sandbox.name, ", ".join(missing))

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Final
 
-from tools.sandbox.base import Command, Limits, Sandbox, SandboxResult
+from tools.sandbox.base import Command, Limits, Sandbox, SandboxResult, log_protections
 from tools.sandbox.cgroups import RunCgroups, usable_controllers
 from tools.sandbox.process import (
     MIB,
@@ -32,7 +32,6 @@ from tools.sandbox.process import (
     exit_status,
     filesystem_binds,
     limit_hit,
-    log_protections,
     remove_cgroups,
 )
 

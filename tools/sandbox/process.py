@@ -192,9 +192,7 @@ class ProcessSandbox(Sandbox):
         self.use_bwrap = bwrap_problem is None if use_bwrap is None else use_bwrap
         if self.use_bwrap and bwrap_problem is not None:
             raise RuntimeError(bwrap_problem)
-        self._bwrap_problem = bwrap_problem or "turned off"
-        controllers = usable_controllers() if use_cgroups is not False else ()
-        self.controllers = controllers
+        self.controllers = usable_controllers() if use_cgroups is not False else ()
         log_protections(self)
 
     def protections(self) -> dict[str, bool | str]:
@@ -228,14 +226,15 @@ class ProcessSandbox(Sandbox):
             "file_size": "RLIMIT_FSIZE per file",
             "open_files": "RLIMIT_NOFILE",
             "workspace_total_size": False,
-            "kill_on_timeout": (
-                "pid namespace"
-                + (" and cgroups" if self.controllers else "")
-                + (", process group" if not isolated else "")
-                if isolated or self.controllers
-                else "process group only: a grandchild that called setsid survives"
-            ),
+            "kill_on_timeout": self._kill_reach(),
         }
+
+    def _kill_reach(self) -> str:
+        if self.use_bwrap:
+            return "pid namespace" + (" and cgroups" if self.controllers else "")
+        if self.controllers:
+            return "cgroups"
+        return "process group only: a grandchild that called setsid survives"
 
     async def _run(self, command: Command, workdir: Path, limits: Limits) -> SandboxResult:
         started = time.monotonic()
@@ -295,10 +294,12 @@ class ProcessSandbox(Sandbox):
         finally:
             os.close(go_w)
 
+        assert proc.stdout is not None
+        assert proc.stderr is not None
         finished = await self.supervise(
             wait=exit_code,
-            stdout=proc.stdout,  # type: ignore[arg-type]
-            stderr=proc.stderr,  # type: ignore[arg-type]
+            stdout=proc.stdout,
+            stderr=proc.stderr,
             kill=kill,
             limits=limits,
             started=started,

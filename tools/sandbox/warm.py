@@ -44,6 +44,8 @@ class LauncherError(RuntimeError):
 
 
 class WarmSandbox(Sandbox):
+    """One per event loop: its launcher is a subprocess of the loop that started it."""
+
     name = "warm"
 
     def __init__(
@@ -184,9 +186,11 @@ class WarmSandbox(Sandbox):
         run, theirs = socket.socketpair()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        procs = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in self._procs(groups)]
+        handed = [out_w, err_w]  # ours to close once the launcher has its copies
         try:
-            await self._send_run([theirs.fileno(), out_w, err_w, *procs])
+            for procs in self._procs(groups):
+                handed.append(os.open(procs, os.O_WRONLY | os.O_CLOEXEC))
+            await self._send_run([theirs.fileno(), *handed])
         except BaseException:
             for fd in (out_r, err_r):
                 os.close(fd)
@@ -194,7 +198,7 @@ class WarmSandbox(Sandbox):
             raise
         finally:
             theirs.close()
-            for fd in (out_w, err_w, *procs):
+            for fd in handed:
                 os.close(fd)
         killed = False
 

@@ -7,11 +7,11 @@ namespaces, a read-only root holding /usr and the interpreter, and the workspace
 parent directory at /workspaces. It keeps SPARES runs prepared ahead: each spare is a
 supervisor that has unshared fresh mount, network, ipc, uts and pid namespaces, with a
 fresh /tmp and /dev/shm, and has started its runner, pid 2 of the new pid namespace,
-with its own /proc. When a run comes, the spare's runner joins the run's cgroups, shows only
-the run's workspace (at /workspace), sets the rlimits, becomes uid 65534 with no
-capabilities in a user namespace of its own, and runs the code in the interpreter that
-is already started; the launcher meanwhile prepares the next spare. So a run pays for
-neither an interpreter's start nor its namespaces' creation.
+with its own /proc, already uid 65534 with no capabilities in a user namespace of its own.
+When a run comes, the supervisor mounts the run's workspace (at /workspace, and no other
+one), and the runner joins the run's cgroups, sets the rlimits, and runs the code in the
+interpreter that is already started; the launcher meanwhile prepares the next spare. So
+a run pays for neither an interpreter's start nor its namespaces' creation.
 
 Protocol, on the socket passed as argv[1] (SOCK_SEQPACKET): the zygote sends b"ready";
 then per run the server sends b"run" with the file descriptors [run socket, stdout,
@@ -37,6 +37,7 @@ import struct
 import sys
 import traceback
 import types
+from typing import TextIO
 
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -159,21 +160,25 @@ def init(jobs: socket.socket) -> None:
 
 
 def runner(jobs: socket.socket) -> None:
-    """pid 2 of the spare's pid namespace: waits for its run, then runs it. Never returns."""
+    """pid 2 of the spare's pid namespace. Gets ready (its /proc, uid 65534, the standard
+    streams, the compiler paged in), waits for its run, then runs it. Never returns."""
     status = 1
     try:
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        become_nobody()
+        streams = standard_streams()
+        compile("pass", "<string>", "exec")  # copies the compiler's pages before the run
         line, fds, _, _ = socket.recv_fds(jobs, MAX_REQUEST_BYTES, MAX_FDS)
         if not line:
             os._exit(0)  # the launcher is stopping: this spare is not needed
         request = json.loads(line)
         stdout, stderr, *cgroups = fds
         for procs in cgroups:
-            os.write(procs, b"0")  # "0": this process, and so everything it starts
-        show_only_workspace(request["workspace"])
-        os.chdir("/workspace")
+            # "0": this process, and so everything it starts. Allowed to uid 65534
+            # because the server opened the file.
+            os.write(procs, b"0")
+        os.chdir("/workspace")  # the supervisor has mounted the run's workspace there
         set_limits(request["limits"])
-        become_nobody()
         null = os.open("/dev/null", os.O_RDONLY)
         for fd, target in ((null, 0), (stdout, 1), (stderr, 2)):
             os.dup2(fd, target)
@@ -189,21 +194,29 @@ def runner(jobs: socket.socket) -> None:
                 signal.signal(number, signal.SIG_DFL)
             os.execvpe(request["argv"][0], request["argv"], ENVIRONMENT)  # noqa: S606
         gc.enable()  # the launcher's objects stay frozen; the code's cycles are collected
-        status = run_code(request["code"])
+        status = run_code(request["code"], streams)
     except BaseException:
         traceback.print_exc()
     finally:
         os._exit(status)
 
 
-def run_code(code: str) -> int:
+def standard_streams() -> tuple[TextIO, TextIO, TextIO]:
+    """New sys.stdin, stdout and stderr, on descriptors 0, 1 and 2 whatever they will be
+    (the run's /dev/null and pipes are put there later)."""
+    return (
+        open(0, closefd=False),  # they live as long as the run
+        open(1, "w", closefd=False),
+        open(2, "w", closefd=False, errors="backslashreplace"),
+    )
+
+
+def run_code(code: str, streams: tuple[TextIO, TextIO, TextIO]) -> int:
     """Run `code` as `python -c` would, in this already started interpreter."""
     main = types.ModuleType("__main__")
     sys.modules["__main__"] = main
     sys.argv = ["-c"]
-    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - fd 0 is /dev/null from here on
-    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - flushed below
-    sys.stderr = open(2, "w", closefd=False, errors="backslashreplace")  # noqa: SIM115
+    sys.stdin, sys.stdout, sys.stderr = streams
     status = 0
     try:
         exec(compile(code, "<string>", "exec"), main.__dict__)  # noqa: S102 - the sandboxed code
@@ -255,7 +268,9 @@ def spare(control: socket.socket, taken: int) -> None:
         os.write(taken, b"+")
         control.close()
         run = socket.socket(fileno=fds[0])
-        socket.send_fds(jobs, [_receive_line(run)], fds[1:])
+        request = _receive_line(run)
+        show_only_workspace(json.loads(request)["workspace"])
+        socket.send_fds(jobs, [request], fds[1:])
         for fd in fds[1:]:
             os.close(fd)
         pidfd = os.pidfd_open(pid)

@@ -1,10 +1,10 @@
 """Browser end-to-end fixtures: the real product, Debian's Chromium, logged-in operators.
 
-The server is `manage.py serve` in a child process: Daphne, the step worker inside it
-and the in-memory channel layer, exactly the embedded default that `make run` starts.
-It opens pytest-django's file-backed SQLite test database, so a test creates users and
-sessions with the ORM and the server (and its worker) sees them once committed: every
-e2e test is transactional, and the database is emptied after each one.
+The server is `manage.py serve` in a child process (tests/e2e/server.py): Daphne, the
+step worker inside it and the in-memory channel layer, exactly the embedded default that
+`make run` starts. It opens pytest-django's file-backed SQLite test database, so a test
+creates users and sessions with the ORM and the server (and its worker) sees them once
+committed: every e2e test is transactional, and the database is emptied after each one.
 
 Playwright's sync API keeps an asyncio loop running in the test's thread for as long as
 the browser is open, and Django's ORM refuses to run in a thread with a running loop
@@ -15,41 +15,18 @@ the browser is open only.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
-from django.test import Client
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.conftest import PROVIDER_ENVIRONMENT
+from tests.e2e.browser import TIMEOUT_MS, VIEWPORT, launch
+from tests.e2e.server import Server, serving, session_cookie
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Root needs --no-sandbox; the rest keeps Chromium from reaching for the closed network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-quic",
-]
-VIEWPORT = {"width": 1280, "height": 800}
-# Every wait is bounded: a live update takes milliseconds, a step well under a second.
-TIMEOUT_MS = 10_000
-SERVER_START_SECONDS = 60
 # How long a test's leftover work may take to finish before the database is emptied.
 SETTLE_SECONDS = 15
 
@@ -69,89 +46,26 @@ def _failed(request: pytest.FixtureRequest) -> bool:
     return any(report.failed for report in reports.values())
 
 
-@dataclass(frozen=True)
-class Server:
-    """The product under test, running in a child process."""
-
-    url: str  # http://127.0.0.1:<port>, no trailing slash
-    workspaces: Path  # where its sessions' workspaces are
-    log: Path  # its stdout and stderr
-
-    def ws_url(self, path: str) -> str:
-        return "ws" + self.url.removeprefix("http") + path
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_serving(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/login/", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail(f"the server did not answer within {SERVER_START_SECONDS} s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="package")
 def server(
     django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """`manage.py serve` on a free port, on the test database, for the e2e tests only
-    (package scope: its worker must not contend for SQLite's lock with other tests)."""
+    """The product on the test database, for the e2e tests only (package scope: its
+    worker must not contend for SQLite's lock with the other tests' transactions)."""
     with django_db_blocker.unblock():
         assert connection.vendor == "sqlite", "the browser tests run on SQLite only"
         database = connection.settings_dict["NAME"]
-    var = tmp_path_factory.mktemp("server-var")
-    log = var / "server.log"
-    port = _free_port()
-    env = os.environ | {
-        "DATABASE_URL": f"sqlite:///{database}",
-        "AGENTDASH_VAR_DIR": str(var),
-        "AGENTDASH_WORKSPACES_DIR": str(var / "workspaces"),
-        "AGENTDASH_INPROCESS_WORKER": "1",
-        # Sessions made here with the test client are valid there (signed with this key).
-        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-        "PYTHONUNBUFFERED": "1",
-    }
-    for name in (*PROVIDER_ENVIRONMENT, "REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"):
-        env.pop(name, None)
-    command = [sys.executable, "manage.py", "serve", "--port", str(port), "--no-migrate"]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=settings.BASE_DIR, env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_serving(process, url, log)
-        yield Server(url=url, workspaces=var / "workspaces", log=log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serving(
+        var_dir=tmp_path_factory.mktemp("server-var"), database_url=f"sqlite:///{database}"
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `bash scripts/system-deps.sh` installs it")
     with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # see the module's docstring
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        expect.set_options(timeout=TIMEOUT_MS)
+        browser = launch(playwright)
         yield browser
         browser.close()
 
@@ -189,12 +103,8 @@ def open_page(
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         if user is not None:
-            client = Client()
-            client.force_login(user)
-            cookie = client.cookies[settings.SESSION_COOKIE_NAME]
-            context.add_cookies(
-                [{"name": cookie.key, "value": cookie.value, "url": server.url, "httpOnly": True}]
-            )
+            name, value = session_cookie(user)
+            context.add_cookies([{"name": name, "value": value, "url": server.url}])
         page = context.new_page()
         page.goto(path)
         return page
@@ -210,8 +120,3 @@ def open_page(
         print(f"server log: {server.log}")
     for context in contexts:
         context.close()
-
-
-def wait_until_live(page: Page) -> None:
-    """The page's socket is open and its snapshot is in: what happens now arrives live."""
-    expect(page.get_by_test_id("live-status")).to_have_attribute("data-state", "live")

@@ -16,7 +16,7 @@ from playwright.sync_api import Locator, Page, expect
 from agentdash.models import ApprovalDecision, ToolCall
 from agentdash.states import CallState
 from tests.e2e import scripts
-from tests.e2e.conftest import wait_until_live
+from tests.e2e.browser import wait_until_live
 
 pytestmark = pytest.mark.e2e
 

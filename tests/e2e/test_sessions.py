@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import wait_until_live
+from tests.e2e.browser import wait_until_live
 
 pytestmark = pytest.mark.e2e
 

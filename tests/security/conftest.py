@@ -1,16 +1,19 @@
 """The sandbox backends this host can run, each with small limits so that every escape
 attempt ends in seconds. Nothing here skips a backend for a missing protection: a host
 without bubblewrap or cgroups must fail these tests (scripts/system-deps.sh installs
-bubblewrap); only Docker, which needs an engine these machines lack, is skipped."""
+bubblewrap); only Docker is skipped where no engine answers (none runs on these
+machines)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tools.sandbox import Limits, Sandbox, get_sandbox
+from tools.sandbox.docker import DockerSandbox
 
 SMALL = Limits(
     memory_mb=64,
@@ -22,7 +25,7 @@ SMALL = Limits(
     max_output_bytes=64 * 1024,
 )
 
-BACKENDS = ["process", "warm"]
+BACKENDS = ["process", "warm", "docker"]
 
 
 @pytest.fixture
@@ -33,9 +36,19 @@ def workspace(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(params=BACKENDS)
-async def sandbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Sandbox]:
-    options = {"workspace_root": tmp_path} if request.param == "warm" else {}
-    backend = get_sandbox(request.param, limits=SMALL, **options)
+async def sandbox(
+    request: pytest.FixtureRequest, tmp_path: Path, workspace: Path
+) -> AsyncIterator[Sandbox]:
+    if request.param == "docker":
+        backend: Sandbox = DockerSandbox(SMALL)
+        if not backend.ping():
+            await backend.aclose()
+            pytest.skip("no Docker engine answers at DOCKER_HOST or /var/run/docker.sock")
+        os.chmod(workspace, 0o777)  # the container's user, 65534, writes there
+    elif request.param == "warm":
+        backend = get_sandbox("warm", limits=SMALL, workspace_root=tmp_path)
+    else:
+        backend = get_sandbox(request.param, limits=SMALL)
     try:
         yield backend
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator
@@ -34,6 +35,14 @@ FILE_SIZE: Final = "file_size"
 
 # Exit statuses follow the shell's convention: a process killed by signal N exits 128 + N.
 SIGNAL_EXIT_BASE: Final = 128
+
+
+def signal_limit(exit_code: int) -> str | None:
+    """The limit whose signal ended the main process, if one did."""
+    return {
+        SIGNAL_EXIT_BASE + signal.SIGXCPU: CPU_TIME,
+        SIGNAL_EXIT_BASE + signal.SIGXFSZ: FILE_SIZE,
+    }.get(exit_code)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ import requests
 from docker.types import Ulimit
 
 from tools.sandbox.base import (
-    FILE_SIZE,
     MEMORY,
     SIGNAL_EXIT_BASE,
     WALL_TIME,
@@ -35,6 +34,7 @@ from tools.sandbox.base import (
     Sandbox,
     SandboxResult,
     log_protections,
+    signal_limit,
 )
 
 API_VERSION: Final = "1.45"  # pinned, so the client never asks the engine first
@@ -43,7 +43,6 @@ DEFAULT_USER: Final = "65534:65534"
 WORKDIR: Final = "/workspace"
 TMPFS_MB: Final = 64
 MIB: Final = 1024 * 1024
-SIGXFSZ_EXIT: Final = SIGNAL_EXIT_BASE + 25
 # How long the engine may take to create, start or remove a container.
 ENGINE_TIMEOUT_SECONDS: Final = 60
 
@@ -149,15 +148,12 @@ class DockerSandbox(Sandbox):
         finally:
             # Also on cancellation: the container must not outlive the call.
             await asyncio.shield(asyncio.to_thread(self._remove, container))
-        limit_hit = (
-            WALL_TIME
-            if timed_out
-            else MEMORY
-            if state.get("OOMKilled")
-            else FILE_SIZE
-            if exit_code == SIGXFSZ_EXIT
-            else None
-        )
+        if timed_out:
+            limit_hit: str | None = WALL_TIME
+        elif state.get("OOMKilled"):
+            limit_hit = MEMORY
+        else:
+            limit_hit = signal_limit(exit_code)
         return SandboxResult(
             exit_code=exit_code,
             stdout=stdout.text(),

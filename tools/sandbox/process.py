@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Final
 
 from tools.sandbox.base import (
-    CPU_TIME,
-    FILE_SIZE,
     MEMORY,
     PROCESSES,
     SIGNAL_EXIT_BASE,
@@ -42,6 +40,7 @@ from tools.sandbox.base import (
     SandboxResult,
     log_protections,
     logger,
+    signal_limit,
 )
 from tools.sandbox.cgroups import RunCgroups, usable_controllers
 
@@ -97,12 +96,10 @@ def limit_hit(exit_code: int, groups: RunCgroups | None) -> str | None:
     """Which limit stopped or hampered the run, from its exit status and cgroup counters."""
     if groups is not None and groups.memory_limit_hit():
         return MEMORY
-    if exit_code == SIGNAL_EXIT_BASE + signal.SIGXCPU:
-        return CPU_TIME
+    if by_signal := signal_limit(exit_code):
+        return by_signal
     if groups is not None and groups.process_limit_hit():
         return PROCESSES
-    if exit_code == SIGNAL_EXIT_BASE + signal.SIGXFSZ:
-        return FILE_SIZE
     return None
 
 

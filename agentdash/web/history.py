@@ -77,7 +77,8 @@ def _link(params: dict[str, str], **cursor: int) -> str:
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
     form = HistoryFilterForm(request.GET)
-    context: dict[str, object] = {"form": form, "chain": chain_status(), "head_seq": head_seq()}
+    head = head_seq()
+    context: dict[str, object] = {"form": form, "chain": chain_status(head), "head_seq": head}
     if not form.is_valid():
         return render(request, "agentdash/history/index.html", context, status=400)
 

@@ -275,7 +275,8 @@ class SessionRunner:
         """The arguments changed after they were decided: back to the approval queue, in
         a new round, with a fresh deadline of the default length."""
         current = arguments_hash(call.arguments)
-        deadline = timezone.now() + timedelta(seconds=settings.AGENTDASH_APPROVAL_TIMEOUT_SECONDS)
+        now = timezone.now()
+        deadline = now + timedelta(seconds=settings.AGENTDASH_APPROVAL_TIMEOUT_SECONDS)
         how = "approved" if call.state == CallState.APPROVED else "allowed by the policy"
         with transaction.atomic():
             transition(
@@ -286,6 +287,7 @@ class SessionRunner:
                 approval_reason=f"Its arguments changed after they were {how}.",
                 approval_round=call.approval_round + 1,
                 decided_hash="",
+                proposed_at=now,
                 expires_at=deadline,
             )
             schedule(call.session_id, at=deadline)
@@ -577,6 +579,7 @@ class SessionRunner:
             waits = decision.expires_after or timedelta(
                 seconds=settings.AGENTDASH_APPROVAL_TIMEOUT_SECONDS
             )
+            now = timezone.now()  # the deadline counts from the very moment it waits
             transition(
                 call,
                 CallState.PENDING_APPROVAL,
@@ -586,7 +589,8 @@ class SessionRunner:
                 required_group=decision.required_group,
                 approvals_required=decision.approvals_required,
                 four_eyes=decision.four_eyes,
-                expires_at=timezone.now() + waits,
+                proposed_at=now,
+                expires_at=now + waits,
                 **fields,
             )
         else:

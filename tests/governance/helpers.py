@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
+
+from django.db.models import F
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from agentdash.models import AgentSession, AuditEvent, PolicyRule, ToolCall
 from agentdash.states import CallState
 from tests.runner.test_runner import reload, start, text, tool_use
 
 __all__ = [
+    "a_minute_passes",
     "audit_kinds",
     "calls_of",
+    "listings",
     "make_rule",
     "paused_on",
     "reload",
@@ -46,3 +53,14 @@ def audit_kinds(call: ToolCall) -> list[str]:
         .order_by("seq")
         .values_list("kind", flat=True)
     )
+
+
+def listings(count: int) -> list[dict[str, Any]]:
+    """A turn of `count` list_dir calls (allowed by the read-only hint)."""
+    return [tool_use("list_dir", f"l{n}", path=".") for n in range(count)]
+
+
+def a_minute_passes() -> None:
+    """Move every call's start a minute back and make the steps queued for later due."""
+    ToolCall.objects.update(started_at=F("started_at") - timedelta(minutes=1, seconds=1))
+    DBTaskResult.objects.update(run_after=timezone.now())

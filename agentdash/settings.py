@@ -123,7 +123,10 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s that a
+            # consumer's blocking pop waits on the server: every idle socket's consumer
+            # crashed (django/channels_redis#422). Longer, so a dead Redis still fails.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
         }
     }
 else:

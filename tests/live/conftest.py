@@ -4,6 +4,7 @@ session cookie and an Origin header, on the in-memory or the Redis channel layer
 from __future__ import annotations
 
 import asyncio
+import runpy
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -29,11 +30,17 @@ def redis_answers() -> bool:
     return True
 
 
-def redis_layer(prefix: str) -> dict:
-    return {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [f"redis://{REDIS_HOST}:{REDIS_PORT}/0"], "prefix": prefix},
-    }
+def redis_layer(url: str, **config: str) -> dict:
+    """The Redis channel layer exactly as settings.py configures it for REDIS_URL=`url`,
+    with `config` added."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REDIS_URL", url)
+        layer = runpy.run_path(str(django_settings.BASE_DIR / "agentdash" / "settings.py"))[
+            "CHANNEL_LAYERS"
+        ]["default"]
+    assert layer["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    layer["CONFIG"] |= config
+    return layer
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -46,7 +53,8 @@ def layer(request, settings) -> Iterator[str]:
     if not redis_answers():
         pytest.skip(f"needs Redis at {REDIS_HOST}:{REDIS_PORT}")
     prefix = f"agentdash-test-{uuid.uuid4().hex[:12]}"
-    settings.CHANNEL_LAYERS = {"default": redis_layer(prefix)}
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+    settings.CHANNEL_LAYERS = {"default": redis_layer(url, prefix=prefix)}
     yield request.param
     # Not the layer's flush(): it would close connections that belong to other loops.
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)

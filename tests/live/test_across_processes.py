@@ -8,12 +8,21 @@ import sys
 
 import pytest
 from channels.db import database_sync_to_async
+from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 
+from agentdash.live import publisher
 from agentdash.models import ToolCall
 from agentdash.sessions import start_session
 from agentdash.states import CallState
-from tests.live.conftest import REDIS_HOST, REDIS_PORT, receive_until, redis_answers
+from tests.live.conftest import (
+    PUSH_TIMEOUT,
+    REDIS_HOST,
+    REDIS_PORT,
+    receive_until,
+    redis_answers,
+    redis_layer,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.slow]
 
@@ -26,12 +35,23 @@ REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/9"
 def shared_redis(settings) -> None:
     if not redis_answers():
         pytest.skip(f"needs Redis at {REDIS_HOST}:{REDIS_PORT}")
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
-        }
-    }
+    settings.CHANNEL_LAYERS = {"default": redis_layer(REDIS_URL)}
+
+
+async def test_an_idle_socket_outlives_the_layers_blocking_read(
+    open_socket, operator, shared_redis
+):
+    """A consumer waits on Redis in blocking pops of brpop_timeout seconds: a client read
+    timeout no longer than that killed every idle socket's consumer (redis-py 8)."""
+    socket = await open_socket("/ws/sessions/", operator)
+    assert (await socket.connect())[0]
+    await socket.receive_from()  # the snapshot
+
+    await asyncio.sleep(RedisChannelLayer.brpop_timeout + 1.5)
+    await database_sync_to_async(publisher.send)([("sessions", '<p id="probe">ok</p>')])
+
+    assert "probe" in await socket.receive_from(timeout=PUSH_TIMEOUT)
+    await socket.disconnect()
 
 
 async def test_a_decision_made_by_the_command_line_leaves_the_browsers_queue(

@@ -18,10 +18,14 @@ fragment older (`data-rev`) than what the page shows is ignored: see dashboard.j
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from django.template.loader import render_to_string
 from django.utils.html import format_html
 
 from agentdash.live import groups
+from agentdash.models import ToolCall
 from agentdash.states import CallState
 from agentdash.web import display
 
@@ -31,44 +35,58 @@ Push = tuple[str, str]
 # The states a call enters when it leaves the approval queue.
 _LEAVES_QUEUE = frozenset({CallState.APPROVED, CallState.REJECTED, CallState.EXPIRED})
 
-_AUDIENCES = (True, False)  # can_decide
-
 
 def change(
     session_id: int, *, call_id: int | None = None, message_id: int | None = None
-) -> list[Push]:
+) -> Iterator[list[Push]]:
     """What every open page must receive after session `session_id` changed (and, when
-    given, one of its calls or a new message)."""
+    given, one of its calls or a new message), in batches to send as they come.
+
+    The approval queue goes first, since operators race for it: a call that leaves the
+    queue costs one indexed read before its removal is sent.
+    """
+    card = None
+    if call_id is not None:
+        # order_by(): without it the model's ordering joins the message table.
+        state = (
+            ToolCall.objects.filter(pk=call_id).order_by().values_list("state", flat=True).first()
+        )
+        if state in _LEAVES_QUEUE:
+            removal = queue_removal(call_id)
+            yield [(queue, removal) for queue, _ in _audiences(groups.APPROVALS)]
+        elif state == CallState.PENDING_APPROVAL:
+            card = display.call_card(call_id)
+            yield [
+                (queue, render_to_string("agentdash/live/queue_append.html", context))
+                for queue, context in _audiences(groups.APPROVALS, card=card)
+            ]
     summary = display.session_summary(session_id)
     if summary is None:
-        return []
-    card = display.call_card(call_id) if call_id is not None else None
+        return
+    if call_id is not None and card is None:
+        card = display.call_card(call_id)
     entry = display.transcript_entry(message_id) if message_id is not None else None
     row = render_to_string("agentdash/live/sessions_change.html", {"summary": summary})
-    pushes = [(groups.SESSIONS, row)]
-    for can_decide in _AUDIENCES:
-        context = {
-            "summary": summary,
-            "card": card,
-            "entry": entry,
-            "session_id": session_id,
-            "can_decide": can_decide,
-        }
-        topic = groups.session(session_id)
-        pushes.append(
-            (
-                groups.for_audience(topic, can_decide=can_decide),
-                render_to_string("agentdash/live/session_change.html", context),
-            )
-        )
-        if card is not None and (card.is_pending or card.call.state in _LEAVES_QUEUE):
-            pushes.append(
-                (
-                    groups.for_audience(groups.APPROVALS, can_decide=can_decide),
-                    render_to_string("agentdash/live/queue_change.html", context),
-                )
-            )
-    return pushes
+    session_context = {"summary": summary, "card": card, "entry": entry, "session_id": session_id}
+    yield [
+        (groups.SESSIONS, row),
+        *(
+            (page, render_to_string("agentdash/live/session_change.html", context))
+            for page, context in _audiences(groups.session(session_id), **session_context)
+        ),
+    ]
+
+
+def _audiences(topic: str, **context: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each audience's group for `topic`, with the context to render its fragment."""
+    for can_decide in (True, False):
+        group = groups.for_audience(topic, can_decide=can_decide)
+        yield group, context | {"can_decide": can_decide}
+
+
+def queue_removal(call_id: int) -> str:
+    """Takes a decided call's card out of the queue."""
+    return format_html('<div id="queue-card-{}" hx-swap-oob="delete"></div>', call_id)
 
 
 def text_delta(session_id: int, text: str) -> str:

@@ -51,7 +51,8 @@ def changed(session_id: int, *, call_id: int | None = None, message_id: int | No
     """
 
     def publish() -> None:
-        send(fragments.change(session_id, call_id=call_id, message_id=message_id))
+        for pushes in fragments.change(session_id, call_id=call_id, message_id=message_id):
+            send(pushes)
 
     transaction.on_commit(publish, robust=True)
 

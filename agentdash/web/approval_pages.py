@@ -36,7 +36,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from agentdash.approvals import DECIDE_PERMISSION, AlreadyDecided, InvalidEdit, decide
-from agentdash.live import routing
+from agentdash.live import fragments, routing
+from agentdash.models import ToolCall
 from agentdash.web import display, notices
 from agentdash.web.display import CallCard
 from agentdash.web.forms import DecisionForm
@@ -60,13 +61,9 @@ def queue_page(request: HttpRequest, *, status: int = 200) -> HttpResponse:
 
 @require_POST
 def decide_call(request: HttpRequest, call_id: int) -> HttpResponse:
-    card = display.call_card(call_id)
-    if card is None:
-        return _refused(request, f"There is no call {call_id}.", status=404)
     if not request.user.has_perm(DECIDE_PERMISSION):
         text = f"{request.user.get_username()} may not approve or reject tool calls."
         return _refused(request, text, status=403)
-
     form = DecisionForm(request.POST)
     if form.is_valid():
         try:
@@ -77,6 +74,8 @@ def decide_call(request: HttpRequest, call_id: int) -> HttpResponse:
                 reason=form.cleaned_data["reason"],
                 edited_arguments=form.edited_arguments,
             )
+        except ToolCall.DoesNotExist:
+            return _refused(request, f"There is no call {call_id}.", status=404)
         except AlreadyDecided as late:
             return _answered(request, form, call_id, str(late), "error", status=409)
         except PermissionDenied as refusal:  # the permission was withdrawn meanwhile
@@ -86,8 +85,11 @@ def decide_call(request: HttpRequest, call_id: int) -> HttpResponse:
         else:
             verb = "Approved" if decision.approved else "Rejected"
             edited = " with edited arguments" if decision.edited_arguments is not None else ""
-            text = f"{verb} {card.call.tool_name} (call {call_id}){edited}."
+            text = f"{verb} {decision.tool_call.tool_name} (call {call_id}){edited}."
             return _answered(request, form, call_id, text, "success", status=200)
+    card = display.call_card(call_id)
+    if card is None:
+        return _refused(request, f"There is no call {call_id}.", status=404)
     return _invalid(request, card, form)
 
 
@@ -103,23 +105,25 @@ def _answered(
     """The call is decided (by this operator or another): the queue's card goes, the
     session page's card shows the decision."""
     on_session_page = form.cleaned_data.get("card") == "session"
+    if request.htmx and not on_session_page:
+        # The common case, kept cheap: operators wait for it, and race each other.
+        return notices.htmx_response(
+            text, level, status=status, also=fragments.queue_removal(call_id)
+        )
     card = display.call_card(call_id)
     assert card is not None  # decided calls are never deleted
-    if not request.htmx:
-        notices.remember(request, text, level)
-        if on_session_page:
-            if status != 200:
-                return session_page(request, card.session.pk, status=status)
-            page = reverse("session-detail", args=[card.session.pk])
-            return redirect(f"{page}#call-{call_id}")
-        return queue_page(request, status=status) if status != 200 else redirect("approvals")
-    # The card as it is now, swapped in by id (a fresher push would win: see dashboard.js).
-    if on_session_page:
+    if request.htmx:
+        # The card as it is now, swapped in by id (a fresher push wins: see dashboard.js).
         context = {"card": card, "can_decide": True, "oob": True}
         changed = render_to_string("agentdash/partials/call.html", context)
-    else:
-        changed = render_to_string("agentdash/live/queue_change.html", {"card": card})
-    return notices.htmx_response(text, level, status=status, also=changed)
+        return notices.htmx_response(text, level, status=status, also=changed)
+    notices.remember(request, text, level)
+    if on_session_page:
+        if status != 200:
+            return session_page(request, card.session.pk, status=status)
+        page = reverse("session-detail", args=[card.session.pk])
+        return redirect(f"{page}#call-{call_id}")
+    return queue_page(request, status=status) if status != 200 else redirect("approvals")
 
 
 def _invalid(request: HttpRequest, card: CallCard, form: DecisionForm) -> HttpResponse:

@@ -174,7 +174,7 @@ def _fresh_preview(call: ToolCall, tool: Any) -> str:
 
 
 def call_card(call_id: int) -> CallCard | None:
-    call = _calls().filter(pk=call_id).first()
+    call = _calls().filter(pk=call_id).order_by().first()  # no join for the model's ordering
     return _card(call) if call is not None else None
 
 

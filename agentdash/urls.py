@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from agentdash import views
+from agentdash import metrics, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -13,4 +13,5 @@ urlpatterns = [
     path("history/", include("agentdash.web.history_urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("agentdash.api.urls")),
+    path("metrics", metrics.metrics_view, name="metrics"),
 ]

@@ -1,0 +1,152 @@
+"""/metrics: what Prometheus scrapes, read from the database, and who may scrape it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from agentdash.approvals import decide
+from agentdash.models import AgentSession, ApiToken, ExecutionResult, ToolCall
+from agentdash.sessions import start_session
+from agentdash.states import CallState
+from tests.api.conftest import bearer, tool_use
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def scrape(client: Client, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a scrape, by name and labels."""
+    response = client.get("/metrics", **headers)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain; version=")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+
+
+# --- who may scrape ---------------------------------------------------------------------
+
+
+def test_anonymous_scrapes_get_401_json_not_a_login_page(client):
+    response = client.get("/metrics")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert "API token" in response.json()["detail"]
+
+
+def test_a_logged_in_user_who_is_not_staff_gets_403(client, viewer):
+    client.force_login(viewer)
+
+    assert client.get("/metrics").status_code == 403
+
+
+def test_staff_in_the_browser_or_any_valid_token_may_scrape(client, viewer, django_user_model):
+    staff = django_user_model.objects.create_user("stella", password="pw-stella-123", is_staff=True)
+    client.force_login(staff)
+    assert client.get("/metrics").status_code == 200
+
+    row, token = ApiToken.issue(viewer, "prometheus")
+    assert Client().get("/metrics", **bearer(token)).status_code == 200
+    assert Client().get("/metrics", **bearer(token + "x")).status_code == 401
+    row.revoke()
+    refused = Client().get("/metrics", **bearer(token))
+    assert refused.status_code == 401
+    assert "'prometheus' was revoked" in refused.json()["detail"]
+
+
+# --- what it says -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def scraper(viewer) -> dict[str, str]:
+    return bearer(ApiToken.issue(viewer, "prometheus")[1])
+
+
+def write_call(owner, run_queued_steps, goal: str) -> ToolCall:
+    session = start_session(
+        goal=goal,
+        owner=owner,
+        script=[
+            [tool_use("write_file", "w1", path="a.md", content="a\n")],
+            [{"type": "text", "text": "ok"}],
+        ],
+    )
+    run_queued_steps()
+    return ToolCall.objects.get(session=session)
+
+
+def test_calls_queue_and_usage_are_counted_from_the_database(
+    client, scraper, operator, run_queued_steps
+):
+    waiting = write_call(operator, run_queued_steps, "waits")
+    ran = write_call(operator, run_queued_steps, "runs")
+    decide(ran.pk, user=operator, approve=True)
+    run_queued_steps()
+    invented = start_session(
+        goal="confused", owner=operator, script=[[tool_use("launch_missiles", "m1")]]
+    )
+    run_queued_steps()
+    ToolCall.objects.filter(pk=waiting.pk).update(
+        proposed_at=timezone.now() - dt.timedelta(minutes=10)
+    )
+    AgentSession.objects.filter(pk=ran.session_id).update(
+        input_tokens=1000, output_tokens=50, cost=Decimal("0.25")
+    )
+    AgentSession.objects.exclude(pk=ran.session_id).update(input_tokens=1, output_tokens=2)
+
+    samples = scrape(client, **scraper)
+
+    assert (
+        samples["agentdash_tool_calls", (("state", "pending_approval"), ("tool", "write_file"))]
+        == 1
+    )
+    assert samples["agentdash_tool_calls", (("state", "succeeded"), ("tool", "write_file"))] == 1
+    assert ToolCall.objects.get(session=invented).state == CallState.ERRORED
+    assert samples["agentdash_tool_calls", (("state", "errored"), ("tool", "(unknown)"))] == 1
+    assert (
+        samples["agentdash_tool_executions_total", (("status", "success"), ("tool", "write_file"))]
+        == 1
+    )
+    assert samples["agentdash_approval_queue_depth", ()] == 1
+    assert 600 <= samples["agentdash_approval_oldest_wait_seconds", ()] < 700
+    assert samples["agentdash_sessions", (("status", "waiting_approval"),)] == 1
+    scripted = (("model", "scripted"), ("provider", "scripted"))
+    assert samples["agentdash_tokens_total", (("direction", "input"), *scripted)] == 1002
+    assert samples["agentdash_tokens_total", (("direction", "output"), *scripted)] == 54
+    assert samples["agentdash_cost_usd_total", scripted] == 0.25
+
+
+def test_durations_and_waits_are_histograms_counted_by_the_database(
+    client, scraper, operator, run_queued_steps
+):
+    calls = []
+    for seconds_waited, run_ms in [(90, 300), (4000, 30)]:
+        call = write_call(operator, run_queued_steps, f"waited {seconds_waited}")
+        decide(call.pk, user=operator, approve=True)
+        run_queued_steps()
+        ToolCall.objects.filter(pk=call.pk).update(
+            decided_at=call.proposed_at + dt.timedelta(seconds=seconds_waited)
+        )
+        ExecutionResult.objects.filter(tool_call=call).update(duration_ms=run_ms)
+        calls.append(call)
+
+    samples = scrape(client, **scraper)
+
+    def bucket(name: str, le: str) -> float:
+        return samples[f"{name}_bucket", (("le", le), ("tool", "write_file"))]
+
+    run = "agentdash_tool_execution_seconds"
+    assert [bucket(run, le) for le in ("0.01", "0.05", "0.25", "0.5", "+Inf")] == [0, 1, 1, 2, 2]
+    assert samples[f"{run}_count", (("tool", "write_file"),)] == 2
+    assert samples[f"{run}_sum", (("tool", "write_file"),)] == pytest.approx(0.33)
+    wait = "agentdash_approval_wait_seconds"
+    assert [bucket(wait, le) for le in ("60", "120", "3600", "14400", "+Inf")] == [0, 1, 1, 2, 2]
+    assert samples[f"{wait}_sum", (("tool", "write_file"),)] == pytest.approx(4090)

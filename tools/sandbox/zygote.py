@@ -245,8 +245,12 @@ def _exit_status(code: object) -> int:
 
 def spare(control: socket.socket, taken: int) -> None:
     """A prepared run, forked by the launcher: its namespaces, its runner, then waiting
-    for a run on the control socket. Supervises that run: hands it to the runner,
-    reports how it ended, and kills it if the server hangs up first. Never returns."""
+    for a run on the control socket. Never returns.
+
+    It tells the launcher on `taken`: b"+" when it took a run (prepare the next one),
+    b"-" when the server hung up, b"x" when it could not be prepared (then the launcher
+    stops, and the server sees it gone, rather than runs waiting for a spare that never
+    comes)."""
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the launcher ignores it; we wait
         os.unshare(
@@ -261,28 +265,38 @@ def spare(control: socket.socket, taken: int) -> None:
             control.close()
             init(runner_end)
         runner_end.close()
-        message, fds, _, _ = socket.recv_fds(control, 16, MAX_FDS)
-        if not message:
-            os.write(taken, b"-")  # the server hung up: the launcher stops
-            os._exit(0)
-        os.write(taken, b"+")
-        control.close()
-        run = socket.socket(fileno=fds[0])
-        request = _receive_line(run)
-        show_only_workspace(json.loads(request)["workspace"])
-        socket.send_fds(jobs, [request], fds[1:])
-        for fd in fds[1:]:
-            os.close(fd)
-        pidfd = os.pidfd_open(pid)
-        ready, _, _ = select.select([pidfd, run], [], [])
-        if pidfd not in ready:  # the server hung up: the run ends now
-            os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-        with contextlib.suppress(OSError):  # if the server is gone, nobody is told
-            run.sendall(json.dumps({"status": status}).encode())
     except BaseException:
         traceback.print_exc()
+        os.write(taken, b"x")
+        os._exit(1)
+    message, fds, _, _ = socket.recv_fds(control, 16, MAX_FDS)
+    if not message:
+        os.write(taken, b"-")
+        os._exit(0)
+    os.write(taken, b"+")
+    control.close()
+    try:
+        supervise(socket.socket(fileno=fds[0]), fds[1:], jobs, pid)
+    except BaseException:
+        traceback.print_exc()  # this run fails (the server sees its socket close); no other
     os._exit(0)
+
+
+def supervise(run: socket.socket, fds: list[int], jobs: socket.socket, pid: int) -> None:
+    """Hand the run to the prepared runner, report how it ended, and kill it if the
+    server hangs up first."""
+    request = _receive_line(run)
+    show_only_workspace(json.loads(request)["workspace"])
+    socket.send_fds(jobs, [request], fds)
+    for fd in fds:
+        os.close(fd)
+    pidfd = os.pidfd_open(pid)
+    ready, _, _ = select.select([pidfd, run], [], [])
+    if pidfd not in ready:  # the server hung up: the run ends now
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    with contextlib.suppress(OSError):  # if the server is gone, nobody is told
+        run.sendall(json.dumps({"status": status}).encode())
 
 
 def _receive_line(run: socket.socket) -> bytes:
@@ -309,6 +323,8 @@ def serve(control: socket.socket) -> None:
     control.send(b"ready")
     while os.read(taken_r, 1) == b"+":  # a spare took a run: prepare the next one
         _fork_spare(control, taken)
+    # The server hung up, or a spare could not be prepared: stop, and with this process
+    # (the sandbox's pid namespace ends with it) every spare and run still going.
 
 
 def _fork_spare(control: socket.socket, taken: int) -> None:

@@ -1,4 +1,5 @@
-"""Django admin: API tokens (list and revoke), webhook endpoints and their deliveries."""
+"""Django admin: API tokens (list and revoke), webhook endpoints and their deliveries, and
+the policy's rules."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from agentdash import notifications
-from agentdash.models import ApiToken, WebhookDelivery, WebhookEndpoint
+from agentdash import notifications, policy
+from agentdash.models import ApiToken, PolicyRule, WebhookDelivery, WebhookEndpoint
 from agentdash.models.webhooks import WEBHOOK_EVENTS
+from agentdash.policy_forms import PolicyRuleForm
 
 
 @admin.register(ApiToken)
@@ -79,3 +81,47 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         for delivery in queryset:
             notifications.send_again(delivery)
         self.message_user(request, f"Queued {queryset.count()} delivery(ies) again.")
+
+
+@admin.register(PolicyRule)
+class PolicyRuleAdmin(admin.ModelAdmin):
+    """Rules are checked, saved and deleted through agentdash.policy, so every change
+    made here (the list's inline edits and bulk deletes too) is audited."""
+
+    form = PolicyRuleForm
+    list_display = ["position", "name", "action", "tool", "tag", "hint", "session", "enabled"]
+    list_display_links = ["name"]
+    list_editable = ["position", "enabled"]
+    list_filter = ["action", "enabled", ("session", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "description", "tool", "tag"]
+    raw_id_fields = ["session"]
+    readonly_fields = ["created_by", "created_at", "updated_at"]
+    fields = [
+        "name",
+        "description",
+        "session",
+        "position",
+        "enabled",
+        "tool",
+        "tag",
+        "hint",
+        "conditions",
+        "action",
+        "required_group",
+        "approvals_required",
+        "four_eyes",
+        "expires_after",
+        *readonly_fields,
+    ]
+
+    def save_model(
+        self, request: HttpRequest, obj: PolicyRule, form: forms.ModelForm, change: bool
+    ) -> None:
+        policy.save_rule(obj, user=request.user)
+
+    def delete_model(self, request: HttpRequest, obj: PolicyRule) -> None:
+        policy.delete_rule(obj, user=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[PolicyRule]) -> None:
+        for rule in queryset:
+            policy.delete_rule(rule, user=request.user)

@@ -35,9 +35,16 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from agentdash.approvals import DECIDE_PERMISSION, AlreadyDecided, InvalidEdit, decide
+from agentdash.approvals import (
+    DECIDE_PERMISSION,
+    AlreadyDecided,
+    ArgumentsChanged,
+    InvalidEdit,
+    decide,
+)
 from agentdash.live import fragments, routing
-from agentdash.models import ToolCall
+from agentdash.models import ApprovalDecision, ToolCall
+from agentdash.states import CallState
 from agentdash.web import display, notices
 from agentdash.web.display import CallCard
 from agentdash.web.forms import DecisionForm
@@ -66,31 +73,51 @@ def decide_call(request: HttpRequest, call_id: int) -> HttpResponse:
         return _refused(request, text, status=403)
     form = DecisionForm(request.POST)
     if form.is_valid():
+        data = form.cleaned_data
         try:
             decision = decide(
                 call_id,
                 user=request.user,
                 approve=form.approve,
-                reason=form.cleaned_data["reason"],
+                reason=data["reason"],
                 edited_arguments=form.edited_arguments,
+                expected_hash=data["expected_hash"] or None,
+                allow_for_session=form.approve and data["allow_for_session"],
             )
         except ToolCall.DoesNotExist:
             return _refused(request, f"There is no call {call_id}.", status=404)
-        except AlreadyDecided as late:
-            return _answered(request, form, call_id, str(late), "error", status=409)
-        except PermissionDenied as refusal:  # the permission was withdrawn meanwhile
+        except (AlreadyDecided, ArgumentsChanged) as moved_on:
+            return _answered(request, form, call_id, str(moved_on), "error", status=409)
+        except PermissionDenied as refusal:  # a role, four eyes, or a withdrawn permission
             return _refused(request, str(refusal), status=403)
         except InvalidEdit as refusal:
             form.add_edit_errors(refusal)
         else:
-            verb = "Approved" if decision.approved else "Rejected"
-            edited = " with edited arguments" if decision.edited_arguments is not None else ""
-            text = f"{verb} {decision.tool_call.tool_name} (call {call_id}){edited}."
-            return _answered(request, form, call_id, text, "success", status=200)
+            return _answered(request, form, call_id, _outcome(decision), "success", status=200)
     card = display.call_card(call_id)
     if card is None:
         return _refused(request, f"There is no call {call_id}.", status=404)
     return _invalid(request, card, form)
+
+
+def _outcome(decision: ApprovalDecision) -> str:
+    call = decision.tool_call
+    what = f"{call.tool_name} (call {call.pk})"
+    if not decision.approved:
+        return f"Rejected {what}."
+    edited = " with edited arguments" if decision.edited_arguments is not None else ""
+    if call.state == CallState.PENDING_APPROVAL:
+        given = call.approvals_given()
+        return (
+            f"Your approval of {what}{edited} is recorded: {given} of "
+            f"{call.approvals_required}. It waits for another operator."
+        )
+    allowed = (
+        f"; {call.tool_name} is allowed for the rest of the session"
+        if decision.allow_for_session
+        else ""
+    )
+    return f"Approved {what}{edited}{allowed}."
 
 
 def _answered(
@@ -102,20 +129,22 @@ def _answered(
     *,
     status: int,
 ) -> HttpResponse:
-    """The call is decided (by this operator or another): the queue's card goes, the
-    session page's card shows the decision."""
+    """Tell the operator what came of their decision, with the card as it is now: gone
+    from the queue once the call is settled, updated everywhere else."""
     on_session_page = form.cleaned_data.get("card") == "session"
     if request.htmx and not on_session_page:
         # The common case, kept cheap: operators wait for it, and race each other.
-        return notices.htmx_response(
-            text, level, status=status, also=fragments.queue_removal(call_id)
-        )
+        state = ToolCall.objects.filter(pk=call_id).order_by().values_list("state", flat=True)
+        if state.first() != CallState.PENDING_APPROVAL:
+            removal = fragments.queue_removal(call_id)
+            return notices.htmx_response(text, level, status=status, also=removal)
     card = display.call_card(call_id)
     assert card is not None  # decided calls are never deleted
     if request.htmx:
-        # The card as it is now, swapped in by id (a fresher push wins: see dashboard.js).
+        # Swapped in by id; a fresher push wins (see dashboard.js).
+        template = "call.html" if on_session_page else "queue_card.html"
         context = {"card": card, "can_decide": True, "oob": True}
-        changed = render_to_string("agentdash/partials/call.html", context)
+        changed = render_to_string(f"agentdash/partials/{template}", context)
         return notices.htmx_response(text, level, status=status, also=changed)
     notices.remember(request, text, level)
     if on_session_page:

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Max, Prefetch, Q, QuerySet
 
 from agentdash import toolbox
@@ -93,7 +94,7 @@ class CallCard:
     arguments: str  # JSON of the arguments that run (or will, once approved)
     proposed: str  # JSON of what the model sent, when it differs from `arguments`
     preview: str
-    decision: ApprovalDecision | None
+    decisions: list[ApprovalDecision]  # oldest first: a call may need two approvals
     result: ExecutionResult | None
     attempts: int
     rev: int
@@ -115,17 +116,46 @@ class CallCard:
         return self.preview.startswith("--- ")
 
     @property
+    def decision(self) -> ApprovalDecision | None:
+        """The latest decision: the one that settled the call, once it is settled."""
+        return self.decisions[-1] if self.decisions else None
+
+    @property
+    def approvals_given(self) -> int:
+        """Approvals of the current arguments, for a call that needs more than one."""
+        return self.call.approvals_given()
+
+    @property
+    def requirements(self) -> list[str]:
+        """What the policy asks of whoever approves a waiting call, in words."""
+        call = self.call
+        if not self.is_pending:
+            return []
+        asks = []
+        if call.approvals_required > 1:
+            asks.append(f"Needs {call.approvals_required} approvals ({self.approvals_given} given)")
+        if call.required_group:
+            asks.append(f"Only members of “{call.required_group}” may approve")
+        if call.four_eyes or settings.AGENTDASH_FOUR_EYES:
+            asks.append("Four eyes: the session's owner may not approve")
+        if call.expires_at is not None:
+            asks.append(f"Expires at {call.expires_at:%Y-%m-%d %H:%M:%S} UTC unless decided")
+        return asks
+
+    @property
+    def edit(self) -> ApprovalDecision | None:
+        """The latest approval that changed the arguments."""
+        edits = [d for d in self.decisions if d.edited_arguments is not None]
+        return edits[-1] if edits else None
+
+    @property
     def edited(self) -> str:
         """JSON of an operator's edit, with `original` the arguments it replaced."""
-        if self.decision is None or self.decision.edited_arguments is None:
-            return ""
-        return as_json(self.decision.edited_arguments)
+        return as_json(self.edit.edited_arguments) if self.edit is not None else ""
 
     @property
     def original(self) -> str:
-        if self.decision is None or self.decision.original_arguments is None:
-            return ""
-        return as_json(self.decision.original_arguments)
+        return as_json(self.edit.original_arguments) if self.edit is not None else ""
 
     @property
     def waited_ms(self) -> float | None:
@@ -146,7 +176,6 @@ def _calls() -> QuerySet[ToolCall]:
 def _card(call: ToolCall) -> CallCard:
     tool = toolbox.registry_for_session(call.session).get(call.tool_name)
     runs = call.arguments if call.arguments is not None else call.proposed_arguments
-    decisions = list(call.decisions.all())
     results = list(call.results.all())
     return CallCard(
         call=call,
@@ -154,7 +183,7 @@ def _card(call: ToolCall) -> CallCard:
         arguments=as_json(runs),
         proposed=as_json(call.proposed_arguments) if call.proposed_arguments != runs else "",
         preview=_fresh_preview(call, tool) if tool is not None else call.preview,
-        decision=decisions[0] if decisions else None,
+        decisions=sorted(call.decisions.all(), key=lambda decision: decision.pk),
         result=results[-1] if results else None,
         attempts=len(results),
         rev=rev_of(call.updated_at),

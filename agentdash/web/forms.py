@@ -150,6 +150,9 @@ class DecisionForm(forms.Form):
     )
     arguments = forms.CharField(required=False, strip=False, max_length=2_000_000)
     reason = forms.CharField(required=False, max_length=5_000)
+    # The hash of the arguments the operator was shown: nobody approves what they did not see.
+    expected_hash = forms.CharField(required=False, max_length=64)
+    allow_for_session = forms.BooleanField(required=False)
     # Which card the form belongs to, so that the answer updates that card.
     card = forms.ChoiceField(choices=[("queue", "queue"), ("session", "session")], initial="queue")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -257,3 +258,96 @@ def test_an_unknown_call_is_a_404(as_operator):
     assert response.status_code == 404
     assert "There is no call 999" in parse(response.content).one(testid="notice").text
     assert not AgentSession.objects.exists()
+
+
+def test_a_decision_on_arguments_that_changed_since_they_were_shown_is_refused(
+    as_operator, pending
+):
+    call = pending()
+    shown = parse(as_operator.get(QUEUE).content).by_id(f"queue-card-{call.pk}")
+    hashes = {field.attrs["value"] for field in shown.all(tag="input", name="expected_hash")}
+    assert hashes == {call.arguments_hash}  # in each of the card's forms
+    [expected] = hashes
+    ToolCall.objects.filter(pk=call.pk).update(arguments={"path": "other.md", "content": "x"})
+
+    response = as_operator.post(
+        decide_url(call),
+        {"action": "approve", "card": "queue", "expected_hash": expected},
+        **HTMX,
+    )
+
+    assert response.status_code == 409
+    answer = parse(response.content)
+    assert "changed after they were shown to you" in answer.one(testid="notice").text
+    # The card stays, showing the arguments as they are now.
+    card = answer.by_id(f"queue-card-{call.pk}")
+    assert card.attrs["hx-swap-oob"] == "true"
+    assert '"other.md"' in card.one(testid="call-arguments").text
+    assert ToolCall.objects.get(pk=call.pk).state == CallState.PENDING_APPROVAL
+
+
+def test_a_call_that_needs_two_approvals_waits_for_the_second(
+    as_operator, second_operator, pending
+):
+    call = pending()
+    ToolCall.objects.filter(pk=call.pk).update(approvals_required=2)
+    card = parse(as_operator.get(QUEUE).content).by_id(f"queue-card-{call.pk}")
+    assert "Needs 2 approvals (0 given)" in card.one(testid="call-requirements").text
+    assert not card.all(testid="approve-for-session")  # one person cannot waive two
+
+    first = as_operator.post(decide_url(call), {"action": "approve", "card": "queue"}, **HTMX)
+
+    assert first.status_code == 200
+    answer = parse(first.content)
+    assert "recorded: 1 of 2" in answer.one(testid="notice").text
+    card = answer.by_id(f"queue-card-{call.pk}")  # still in the queue, updated
+    assert "Needs 2 approvals (1 given)" in card.one(testid="call-requirements").text
+    assert ToolCall.objects.get(pk=call.pk).state == CallState.PENDING_APPROVAL
+
+    again = as_operator.post(decide_url(call), {"action": "approve", "card": "queue"}, **HTMX)
+    assert again.status_code == 403
+    assert "next approval must come from someone else" in parse(again.content).text
+
+    oscar = Client()
+    oscar.force_login(second_operator)
+    second = oscar.post(decide_url(call), {"action": "approve", "card": "queue"}, **HTMX)
+    assert parse(second.content).one(testid="notice").text.startswith("Approved write_file")
+    assert ToolCall.objects.get(pk=call.pk).state == CallState.APPROVED
+
+
+def test_approving_can_allow_the_tool_for_the_rest_of_the_session(as_operator, pending):
+    call = pending()
+
+    response = as_operator.post(
+        decide_url(call),
+        {"action": "approve", "card": "session", "allow_for_session": "on"},
+        **HTMX,
+    )
+
+    answer = parse(response.content)
+    assert "write_file is allowed for the rest of the session" in answer.one(testid="notice").text
+    card = answer.by_id(f"call-{call.pk}")
+    assert (
+        "allowing write_file for the rest of the session" in card.one(testid="call-decision").text
+    )
+
+
+def test_a_card_says_who_may_approve_and_until_when(as_operator, pending):
+    call = pending()
+    ToolCall.objects.filter(pk=call.pk).update(
+        required_group="release managers",
+        four_eyes=True,
+        expires_at=dt.datetime(2031, 5, 4, 12, 30, tzinfo=dt.UTC),
+    )
+
+    asks = parse(as_operator.get(QUEUE).content).by_id(f"queue-card-{call.pk}")
+    asks = [item.text for item in asks.one(testid="call-requirements").all(tag="li")]
+
+    assert asks == [
+        "Only members of “release managers” may approve",
+        "Four eyes: the session's owner may not approve",
+        "Expires at 2031-05-04 12:30:00 UTC unless decided",
+    ]
+    refused = as_operator.post(decide_url(call), {"action": "approve", "card": "queue"}, **HTMX)
+    assert refused.status_code == 403
+    assert "release managers" in parse(refused.content).one(testid="notice").text

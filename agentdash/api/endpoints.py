@@ -21,7 +21,7 @@ from ninja.operation import Operation
 from agentdash import approvals
 from agentdash.api import schemas as s
 from agentdash.api.auth import UNAUTHENTICATED, ApiTokenAuth
-from agentdash.models import AgentSession, ApprovalDecision, ExecutionResult, ToolCall
+from agentdash.models import AgentSession, ExecutionResult, ToolCall
 from agentdash.sessions import cancel_session, start_session
 from agentdash.states import IllegalTransition
 from agentdash.web import display
@@ -118,7 +118,7 @@ def _form_errors(form: HistoryFilterForm) -> ValidationError:
 
 def _calls() -> QuerySet[ToolCall]:
     return ToolCall.objects.order_by("message__index", "position").prefetch_related(
-        Prefetch("decisions", queryset=ApprovalDecision.objects.all()),
+        "decisions",
         Prefetch("results", queryset=ExecutionResult.objects.order_by("attempt")),
     )
 
@@ -214,9 +214,13 @@ def list_approvals(request: HttpRequest) -> list[s.PendingCallOut]:
             tool=card.call.tool_name,
             tool_description=card.description,
             arguments=card.call.arguments,
+            arguments_hash=card.call.arguments_hash,
             approval_reason=card.call.approval_reason,
             preview=card.preview,
+            approvals_required=card.call.approvals_required,
+            approvals_given=card.call.approvals_given(),
             proposed_at=card.call.proposed_at,
+            expires_at=card.call.expires_at,
         )
         for card in display.pending_cards()
     ]
@@ -239,9 +243,12 @@ def read_call(request: HttpRequest, call_id: CallId) -> ToolCall:
 def decide_call(request: HttpRequest, call_id: CallId, body: s.DecisionIn) -> ToolCall | Status:
     """Approve (optionally with edited arguments) or reject a pending call.
 
-    Needs the agentdash.decide_toolcall permission. When someone decided first, 409
-    says who and when; edited arguments that the tool's schema refuses give 422 with
-    one error per field, and nothing is decided.
+    Needs the agentdash.decide_toolcall permission, and whatever the call's rule asks
+    (a group, four eyes): 403 otherwise. When someone decided first, 409 says who and
+    when; 409 too when the arguments no longer hash to the expected_hash sent. Edited
+    arguments that the tool's schema refuses give 422 with one error per field. In
+    every refusal nothing is decided. A call that needs two approvals stays
+    pending_approval after the first.
     """
     try:
         approvals.decide(
@@ -250,6 +257,8 @@ def decide_call(request: HttpRequest, call_id: CallId, body: s.DecisionIn) -> To
             approve=body.decision == "approve",
             reason=body.reason,
             edited_arguments=body.arguments,
+            expected_hash=body.expected_hash,
+            allow_for_session=body.allow_for_session,
         )
     except ToolCall.DoesNotExist:
         raise Http404(f"There is no tool call {call_id}.") from None
@@ -265,6 +274,8 @@ def decide_call(request: HttpRequest, call_id: CallId, body: s.DecisionIn) -> To
                 approved=decision.approved if decision else None,
             ),
         )
+    except approvals.ArgumentsChanged as changed:
+        return Status(409, s.ConflictOut(detail=str(changed), state=changed.call.state))
     except approvals.InvalidEdit as refusal:
         errors = [
             s.FieldErrorOut(

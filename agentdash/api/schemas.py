@@ -191,6 +191,11 @@ class SessionPageOut(Schema):
 
 # --- tool calls and decisions -----------------------------------------------------------
 
+ARGUMENTS_HASH = (
+    "SHA-256 of the arguments' canonical JSON: send it back as expected_hash when deciding, "
+    "so that nobody approves arguments they did not see."
+)
+
 
 class DecisionOut(Schema):
     approved: bool
@@ -226,15 +231,18 @@ class CallOut(Schema):
     arguments: dict[str, Any] | None = Field(
         description="The validated arguments that run (edited, where an operator did so)."
     )
+    arguments_hash: str = Field(description=ARGUMENTS_HASH)
     proposed_arguments: dict[str, Any]
     approval_reason: str
     preview: str
+    approvals_required: int
+    expires_at: dt.datetime | None = Field(description="When it expires unless decided.")
     created_at: dt.datetime
     proposed_at: dt.datetime | None
     decided_at: dt.datetime | None
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
-    decision: DecisionOut | None
+    decisions: list[DecisionOut] = Field(description="Newest first: the last settled it.")
     result: ResultOut | None
 
     @staticmethod
@@ -242,9 +250,8 @@ class CallOut(Schema):
         return call.tool_name
 
     @staticmethod
-    def resolve_decision(call: ToolCall) -> ApprovalDecision | None:
-        decisions = list(call.decisions.all())  # prefetched by the views
-        return decisions[0] if decisions else None
+    def resolve_decisions(call: ToolCall) -> list[ApprovalDecision]:
+        return list(call.decisions.all())  # prefetched by the views
 
     @staticmethod
     def resolve_result(call: ToolCall) -> Any:
@@ -269,9 +276,13 @@ class PendingCallOut(Schema):
     tool: str
     tool_description: str
     arguments: dict[str, Any] | None = Field(description="Exactly what will run if approved.")
+    arguments_hash: str = Field(description=ARGUMENTS_HASH)
     approval_reason: str
     preview: str = Field(description="What the tool says it would do, made now.")
+    approvals_required: int
+    approvals_given: int
     proposed_at: dt.datetime | None
+    expires_at: dt.datetime | None
 
 
 class DecisionIn(Schema):
@@ -279,6 +290,14 @@ class DecisionIn(Schema):
     reason: Text = Field("", max_length=5_000)
     arguments: JsonObject | None = Field(
         None, description="Approve with these arguments instead (the tool's schema checks them)."
+    )
+    expected_hash: str | None = Field(
+        None,
+        pattern="^[0-9a-f]{64}$",
+        description="The arguments_hash you were shown: 409 if the arguments changed since.",
+    )
+    allow_for_session: bool = Field(
+        False, description="With approve: also allow this tool for the rest of the session."
     )
 
     @model_validator(mode="after")

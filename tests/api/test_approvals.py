@@ -24,6 +24,8 @@ def test_the_queue_lists_pending_calls_oldest_first_with_what_a_decision_needs(a
     assert item["tool"] == "write_file"
     assert item["tool_description"].startswith("Write a UTF-8 text file")
     assert item["arguments"] == {"path": "todo.md", "content": "new\n"}
+    assert item["arguments_hash"] == second.arguments_hash
+    assert (item["approvals_required"], item["approvals_given"]) == (1, 0)
     assert "requires confirmation" in item["approval_reason"]
     assert "-old" in item["preview"], "a diff against the file as it is now"
     assert "+new" in item["preview"]
@@ -37,8 +39,8 @@ def test_an_operator_approves_and_the_session_goes_on(as_operator, pending, run_
     assert response.status_code == 200
     body = response.json()
     assert body["state"] == "approved"
-    assert body["decision"]["approved"] is True
-    assert body["decision"]["decided_by"] == "user:olivia"
+    assert body["decisions"][0]["approved"] is True
+    assert body["decisions"][0]["decided_by"] == "user:olivia"
     run_queued_steps()
     assert ToolCall.objects.get(pk=call.pk).state == CallState.SUCCEEDED
     assert (call.session.workspace / "notes.md").read_text() == "hello\n"
@@ -54,7 +56,7 @@ def test_an_operator_rejects_with_a_reason(as_operator, pending):
 
     assert response.status_code == 200
     assert response.json()["state"] == "rejected"
-    assert response.json()["decision"]["reason"] == "wrong file"
+    assert response.json()["decisions"][0]["reason"] == "wrong file"
 
 
 def test_edited_arguments_are_validated_then_run_instead(as_operator, pending):
@@ -69,7 +71,7 @@ def test_edited_arguments_are_validated_then_run_instead(as_operator, pending):
     body = response.json()
     assert body["arguments"] == {"path": "other.md", "content": "edited\n"}
     assert body["proposed_arguments"] == {"path": "notes.md", "content": "hello\n"}
-    assert body["decision"]["edited_arguments"] == {"path": "other.md", "content": "edited\n"}
+    assert body["decisions"][0]["edited_arguments"] == {"path": "other.md", "content": "edited\n"}
 
 
 def test_an_edit_the_tool_refuses_is_a_422_per_field_and_decides_nothing(as_operator, pending):
@@ -102,6 +104,25 @@ def test_arguments_go_with_approve_only(as_operator, pending):
             "errors"
         ]
     }
+
+
+def test_approving_arguments_other_than_those_seen_is_a_409(as_operator, pending):
+    call = pending()
+    shown = as_operator.get("/approvals").json()[0]["arguments_hash"]
+    assert shown == call.arguments_hash
+    ToolCall.objects.filter(pk=call.pk).update(arguments={"path": "notes.md", "content": "evil"})
+
+    response = as_operator.post(
+        f"/calls/{call.pk}/decision", {"decision": "approve", "expected_hash": shown}
+    )
+
+    assert response.status_code == 409
+    assert "changed after they were shown to you" in response.json()["detail"]
+    assert ToolCall.objects.get(pk=call.pk).state == CallState.PENDING_APPROVAL
+    malformed = as_operator.post(
+        f"/calls/{call.pk}/decision", {"decision": "approve", "expected_hash": "abc"}
+    )
+    assert malformed.status_code == 422
 
 
 def test_without_the_permission_a_decision_is_a_403(as_viewer, pending):
@@ -143,6 +164,6 @@ def test_a_call_is_read_by_its_id(as_viewer, pending):
     body = as_viewer.get(f"/calls/{call.pk}").json()
 
     assert (body["id"], body["call_id"], body["state"]) == (call.pk, "w1", "pending_approval")
-    assert body["decision"] is None
+    assert body["decisions"] == []
     assert body["result"] is None
     assert as_viewer.get("/calls/424242").status_code == 404

@@ -114,8 +114,8 @@ def test_a_session_is_read_with_its_calls_decisions_and_results(as_operator, pen
     assert listed["tool"] == "write_file"
     assert listed["state"] == "rejected"
     assert listed["arguments"] == {"path": "notes.md", "content": "hello\n"}
-    assert listed["decision"]["decided_by"] == "user:olivia"
-    assert listed["decision"]["reason"] == "not now"
+    assert listed["decisions"][0]["decided_by"] == "user:olivia"
+    assert listed["decisions"][0]["reason"] == "not now"
     assert listed["result"]["status"] == "rejected"
     assert "not now" in listed["result"]["observation"]
 

@@ -132,6 +132,15 @@ def test_the_command_refuses_unknown_users_and_prefixes(db):
         api_token("revoke", "0123456789ab")
 
 
+def test_token_requests_need_no_csrf_token(operator):
+    _, token = ApiToken.issue(operator, "bot")
+    strict = Client(enforce_csrf_checks=True, **bearer(token))
+
+    response = strict.post(f"{API}/sessions", {"goal": "x"}, content_type="application/json")
+
+    assert response.status_code == 201
+
+
 def test_the_browser_session_alone_does_not_open_the_api(operator):
     browser = Client()
     browser.force_login(operator)

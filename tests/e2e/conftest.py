@@ -71,16 +71,28 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(autouse=True)
-def _settle(request: pytest.FixtureRequest, transactional_db: None) -> Iterator[None]:
-    """After each test, let the server's worker finish the steps the test set going,
-    so that emptying the database does not pull rows from under a running step."""
+def _settle(transactional_db: None, server: Server) -> Iterator[None]:
+    """After each test, let the server's worker finish the steps the test set going, so
+    that emptying the database does not pull rows from under a running step. A step's
+    task row is written after the session's state: both are waited for."""
     yield
+    from django_tasks_db.models import DBTaskResult
+
     from agentdash.models import AgentSession
     from agentdash.states import SessionStatus
 
-    busy = AgentSession.objects.filter(status__in=[SessionStatus.QUEUED, SessionStatus.RUNNING])
+    def busy() -> bool:
+        live = [SessionStatus.QUEUED, SessionStatus.RUNNING]
+        return (
+            AgentSession.objects.filter(status__in=live).exists()
+            or DBTaskResult.objects.ready().exists()
+            or DBTaskResult.objects.running().exists()
+        )
+
     deadline = time.monotonic() + SETTLE_SECONDS
-    while busy.exists() and time.monotonic() < deadline:
+    while busy():
+        if time.monotonic() > deadline:
+            pytest.fail(f"the server's worker is stuck; its log: {server.log}")
         time.sleep(0.05)
 
 

@@ -55,11 +55,11 @@ def status_label(status: str) -> str:
 
 @register.filter
 def usd(value: Decimal | float | None) -> str:
-    """$0.0123 for the small sums a step costs, $12.34 once there are dollars."""
+    """$0.0123 for the small sums a step costs, $12.34 once there are dollars, $0.00."""
     if value is None:
         return "no limit"
     amount = Decimal(value)
-    return f"${amount:,.2f}" if amount >= 1 else f"${amount:.4f}"
+    return f"${amount:,.2f}" if amount >= 1 or amount == 0 else f"${amount:.4f}"
 
 
 @register.filter

@@ -19,14 +19,9 @@ from agentdash.models import AgentSession, ApprovalDecision, ToolCall
 from agentdash.models.sessions import DEFAULT_MAX_STEPS
 from agentdash.providers import available_providers, validate_script
 from agentdash.toolbox import tool_catalogue
+from agentdash.web.history_query import EARLIEST, LATEST, MAX_ID
 
-# The largest value of the database's 64-bit ids and counters.
-MAX_ID = 2**63 - 1
 MAX_STEPS = 1000
-# Times the audit filters accept: widened by minutes when searched, which must not
-# run off the ends of the calendar.
-EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-LATEST = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 

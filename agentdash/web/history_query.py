@@ -55,13 +55,19 @@ def _kind_choices() -> list[tuple[str, Any]]:
     ]
 
 
+# Bounds of what the database columns can hold, so bad input is a form error, not a 500.
+MAX_ID = 2**63 - 1
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+
+
 class HistoryFilterForm(forms.Form):
     """The history page's filters and cursor, read from the query string.
 
     Every field is optional; an unbound or empty form means "everything, newest first".
     """
 
-    session = forms.IntegerField(required=False, min_value=1, label="Session")
+    session = forms.IntegerField(required=False, min_value=1, max_value=MAX_ID, label="Session")
     tool = forms.CharField(required=False, max_length=200, label="Tool")
     kind = forms.ChoiceField(required=False, choices=_kind_choices, label="Status")
     actor = forms.CharField(
@@ -87,14 +93,22 @@ class HistoryFilterForm(forms.Form):
         help_text="Arguments, reasons, errors, the model's words; case-insensitive.",
     )
     # The keyset cursor: older than event `before`, or newer than event `after`.
-    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
-    after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    before = forms.IntegerField(
+        required=False, min_value=1, max_value=MAX_ID, widget=forms.HiddenInput
+    )
+    after = forms.IntegerField(
+        required=False, min_value=0, max_value=MAX_ID, widget=forms.HiddenInput
+    )
 
     CURSOR_FIELDS = ("before", "after")
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         since, until = cleaned.get("since"), cleaned.get("until")
+        for name, moment in (("since", since), ("until", until)):
+            # The seq bounds look a little past each end: keep that arithmetic in range.
+            if moment is not None and not EARLIEST <= moment <= LATEST:
+                self.add_error(name, "Must be between 1970 and 9999.")
         if since and until and since >= until:
             self.add_error("until", "Must be later than From.")
         if cleaned.get("before") is not None and cleaned.get("after") is not None:

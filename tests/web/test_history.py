@@ -540,3 +540,19 @@ def test_times_are_shown_in_utc(logged_in):
     response = logged_in.get(INDEX)
 
     assert event.created_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") in response.text
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("since=0001-01-01T00:00", b"Must be between 1970 and 9999"),
+        ("until=9999-12-31T23:59", b"Must be between 1970 and 9999"),
+        ("before=99999999999999999999", b"less than or equal to"),
+        ("session=99999999999999999999", b"less than or equal to"),
+    ],
+)
+def test_out_of_range_filters_are_form_errors_not_crashes(client, operator, query, message):
+    client.force_login(operator)
+    response = client.get(f"/history/?{query}")
+    assert response.status_code == 400
+    assert message in response.content

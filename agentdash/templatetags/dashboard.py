@@ -12,6 +12,7 @@ from django import template
 
 from agentdash.models import ToolCall
 from agentdash.states import CallState, SessionStatus
+from agentdash.web.display import as_json
 
 register = template.Library()
 
@@ -105,3 +106,9 @@ def diff_lines(text: str) -> list[tuple[str, str]]:
 def pending_approvals() -> int:
     """How many calls wait for an operator (the indexed queue query, counted)."""
     return ToolCall.objects.filter(state=CallState.PENDING_APPROVAL).count()
+
+
+@register.filter
+def pretty_json(value: object) -> str:
+    """A JSON value indented for reading (the cards' arguments look the same)."""
+    return as_json(value)

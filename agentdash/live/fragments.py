@@ -10,6 +10,9 @@ of band, by id (the contract the browser tests and the pages rely on):
     #call-<call>                replaced                        session page
     #queue-list                 <article id="queue-card-<call>"> appended, or all
                                 replaced; a decided card is deleted
+    #queue-batches              <section id="queue-batch-<message>"> (a step's pending
+                                calls, when more than one) appended, or all replaced;
+                                deleted once fewer than two of its calls wait
     #session-rows               <tr id="session-row-<session>"> put first, or all replaced
 
 Appended elements whose id is already on the page replace that element instead, and a
@@ -48,18 +51,22 @@ def change(
     card = None
     if call_id is not None:
         # order_by(): without it the model's ordering joins the message table.
-        state = (
-            ToolCall.objects.filter(pk=call_id).order_by().values_list("state", flat=True).first()
-        )
+        state, step = (
+            ToolCall.objects.filter(pk=call_id)
+            .order_by()
+            .values_list("state", "message_id")
+            .first()
+        ) or (None, None)
         if state in _LEAVES_QUEUE:
             removal = queue_removal(call_id)
             yield [(queue, removal) for queue, _ in _audiences(groups.APPROVALS)]
+            yield _batch_change(step)
         elif state == CallState.PENDING_APPROVAL:
             card = display.call_card(call_id)
             yield [
                 (queue, render_to_string("agentdash/live/queue_append.html", context))
                 for queue, context in _audiences(groups.APPROVALS, card=card)
-            ]
+            ] + _batch_change(step)
     summary = display.session_summary(session_id)
     if summary is None:
         return
@@ -74,6 +81,16 @@ def change(
             (page, render_to_string("agentdash/live/session_change.html", context))
             for page, context in _audiences(groups.session(session_id), **session_context)
         ),
+    ]
+
+
+def _batch_change(message_id: int) -> list[Push]:
+    """The queue's batch bar of a step whose pending calls changed: replaced, added, or
+    deleted once fewer than two of its calls wait."""
+    batch = display.step_batch(message_id)
+    return [
+        (queue, render_to_string("agentdash/live/queue_batch_change.html", context))
+        for queue, context in _audiences(groups.APPROVALS, batch=batch, message_id=message_id)
     ]
 
 
@@ -111,8 +128,16 @@ def session_snapshot(session_id: int, *, can_decide: bool) -> str | None:
 
 
 def queue_snapshot(*, can_decide: bool) -> str:
-    context = {"cards": display.pending_cards(), "can_decide": can_decide, "oob": True}
-    return render_to_string("agentdash/partials/queue_list.html", context)
+    cards = display.pending_cards()
+    context = {
+        "cards": cards,
+        "batches": display.batches(cards),
+        "can_decide": can_decide,
+        "oob": True,
+    }
+    return render_to_string("agentdash/partials/queue_batches.html", context) + render_to_string(
+        "agentdash/partials/queue_list.html", context
+    )
 
 
 def sessions_snapshot() -> str:

@@ -24,6 +24,17 @@ Page contract (for the browser tests; every id below is stable):
                          To htmx it answers with a notice for #notices and the card's
                          out-of-band update (the queue card deleted, the session card
                          replaced); to a plain form, with a redirect or the page (4xx).
+  div#queue-batches > section#queue-batch-<message> [data-testid=queue-batch]: one per
+                         model step with more than one pending call, naming them
+                         (a[data-testid=batch-call][data-call-id]); operators who may decide
+                         get button[data-testid=batch-approve] and details >
+                         summary[data-testid=batch-reject-open] with
+                         input[data-testid=batch-reject-reason], button[data-testid=batch-reject].
+  POST /calls/decide/    action=approve|reject, calls=<id>:<arguments hash> (repeated),
+                         reason. All or nothing (approvals.decide_many), each call audited
+                         on its own. 200 decided; 400 bad input or calls of several steps;
+                         409 one was decided already, expired or changed (the notice names
+                         it); 403; 404 a call that does not exist.
 """
 
 from __future__ import annotations
@@ -41,13 +52,14 @@ from agentdash.approvals import (
     ArgumentsChanged,
     InvalidEdit,
     decide,
+    decide_many,
 )
 from agentdash.live import fragments, routing
 from agentdash.models import ApprovalDecision, ToolCall
 from agentdash.states import CallState
 from agentdash.web import display, notices
 from agentdash.web.display import CallCard
-from agentdash.web.forms import DecisionForm
+from agentdash.web.forms import BatchDecisionForm, DecisionForm
 from agentdash.web.session_pages import session_page
 
 
@@ -58,8 +70,10 @@ def queue(request: HttpRequest) -> HttpResponse:
 
 def queue_page(request: HttpRequest, *, status: int = 200) -> HttpResponse:
     """The queue; a refused decision answers with it too, and its notice."""
+    cards = display.pending_cards()
     context = {
-        "cards": display.pending_cards(),
+        "cards": cards,
+        "batches": display.batches(cards),
         "can_decide": request.user.has_perm(DECIDE_PERMISSION),
         "live_url": routing.APPROVALS_PATH,
     }
@@ -98,6 +112,48 @@ def decide_call(request: HttpRequest, call_id: int) -> HttpResponse:
     if card is None:
         return _refused(request, f"There is no call {call_id}.", status=404)
     return _invalid(request, card, form)
+
+
+@require_POST
+def decide_calls(request: HttpRequest) -> HttpResponse:
+    """Approve or reject the pending calls of one step together (approvals.decide_many):
+    all of them or, when one cannot be decided, none, with the reason naming that call."""
+    if not request.user.has_perm(DECIDE_PERMISSION):
+        text = f"{request.user.get_username()} may not approve or reject tool calls."
+        return _refused(request, text, status=403)
+    form = BatchDecisionForm(request.POST)
+    if not form.is_valid():
+        text = " ".join(error for errors in form.errors.values() for error in errors)
+        return _refused(request, f"Nothing was decided: {text}", status=400)
+    hashes: dict[int, str] = form.cleaned_data["calls"]
+    try:
+        decisions = decide_many(
+            hashes,
+            user=request.user,
+            approve=form.approve,
+            reason=form.cleaned_data["reason"],
+            expected_hashes=hashes,
+        )
+    except ToolCall.DoesNotExist as missing:
+        return _refused(request, f"Nothing was decided: {missing}", status=404)
+    except ValueError as refusal:  # calls of more than one step
+        return _refused(request, f"Nothing was decided: {refusal}", status=400)
+    except (AlreadyDecided, ArgumentsChanged) as moved_on:
+        return _refused(request, f"Nothing was decided: {moved_on}", status=409)
+    except PermissionDenied as refusal:
+        return _refused(request, f"Nothing was decided: {refusal}", status=403)
+    settled = [d for d in decisions if d.tool_call.state != CallState.PENDING_APPROVAL]
+    verb = "Approved" if form.approve else "Rejected"
+    text = f"{verb} {len(decisions)} calls: " + ", ".join(
+        f"{d.tool_call.tool_name} (call {d.tool_call.pk})" for d in decisions
+    )
+    if waiting := len(decisions) - len(settled):
+        text += f". {waiting} of them wait for another operator's approval"
+    if request.htmx:
+        removals = "".join(fragments.queue_removal(d.tool_call.pk) for d in settled)
+        return notices.htmx_response(f"{text}.", "success", also=removals)
+    notices.remember(request, f"{text}.", "success")
+    return redirect("approvals")
 
 
 def _outcome(decision: ApprovalDecision) -> str:

@@ -127,7 +127,8 @@ class CallCard:
 
     @property
     def requirements(self) -> list[str]:
-        """What the policy asks of whoever approves a waiting call, in words."""
+        """What the policy asks of whoever approves a waiting call, in words (its deadline
+        apart: `deadline`)."""
         call = self.call
         if not self.is_pending:
             return []
@@ -138,9 +139,12 @@ class CallCard:
             asks.append(f"Only members of “{call.required_group}” may approve")
         if call.four_eyes or settings.AGENTDASH_FOUR_EYES:
             asks.append("Four eyes: the session's owner may not approve")
-        if call.expires_at is not None:
-            asks.append(f"Expires at {call.expires_at:%Y-%m-%d %H:%M:%S} UTC unless decided")
         return asks
+
+    @property
+    def deadline(self) -> dt.datetime | None:
+        """When a waiting call expires unless decided (shown with a countdown)."""
+        return self.call.expires_at if self.is_pending else None
 
     @property
     def edit(self) -> ApprovalDecision | None:
@@ -211,6 +215,52 @@ def pending_cards() -> list[CallCard]:
     """The approval queue: every call waiting for an operator, oldest first."""
     calls = _calls().filter(state=CallState.PENDING_APPROVAL).order_by("created_at", "pk")
     return [_card(call) for call in calls]
+
+
+@dataclass(frozen=True)
+class StepBatch:
+    """The pending calls of one model step, decided together from the queue's batch bar.
+
+    Only a step with more than one pending call has a batch: one call has its card.
+    """
+
+    message_id: int
+    cards: list[CallCard]  # in the order the model made the calls
+    rev: int
+
+    @property
+    def session(self) -> AgentSession:
+        return self.cards[0].session
+
+
+def batches(cards: list[CallCard]) -> list[StepBatch]:
+    """The steps with more than one of these pending calls, oldest step first."""
+    by_step: dict[int, list[CallCard]] = {}
+    for card in cards:
+        if card.is_pending:
+            by_step.setdefault(card.call.message_id, []).append(card)
+    return [
+        StepBatch(
+            message_id,
+            sorted(step, key=lambda card: card.call.position),
+            max(card.rev for card in step),
+        )
+        for message_id, step in sorted(by_step.items())
+        if len(step) > 1
+    ]
+
+
+def step_batch(message_id: int) -> StepBatch | None:
+    """The batch of one step, or None when fewer than two of its calls wait.
+
+    Its rev counts the step's decided calls too: a batch that lost a call is newer than
+    the one that had it, though the calls it keeps did not change.
+    """
+    calls = list(_calls().filter(message_id=message_id).order_by("position"))
+    cards = [_card(call) for call in calls if call.state == CallState.PENDING_APPROVAL]
+    if len(cards) < 2:
+        return None
+    return StepBatch(message_id, cards, rev_of(*(call.updated_at for call in calls)))
 
 
 # --- the transcript ---------------------------------------------------------------------

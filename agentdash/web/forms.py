@@ -1,4 +1,4 @@
-"""The dashboard's forms: starting a session and deciding a tool call.
+"""The dashboard's forms: starting a session, deciding a tool call or a step's calls.
 
 Every bad input becomes an error on the field it concerns, shown next to it, and a 4xx
 response; nothing an operator types can cause a 500.
@@ -7,6 +7,7 @@ response; nothing an operator types can cause a 500.
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -25,6 +26,7 @@ from agentdash.providers import (
 from agentdash.toolbox import ToolInfo, tool_catalogue
 
 MAX_STEPS_LIMIT = 1000
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ProviderSelect(forms.RadioSelect):
@@ -184,3 +186,40 @@ class DecisionForm(forms.Form):
         """The tool's schema refused the edit: one line per field it names."""
         for error in refusal.errors or [{"field": "", "message": str(refusal)}]:
             self.add_error("arguments", f"{error['field'] or 'arguments'}: {error['message']}")
+
+
+class BatchDecisionForm(forms.Form):
+    """One decision on every pending call of a model step, as the queue's batch bar
+    posts it: each call as "<id>:<hash of the arguments the operator saw>"."""
+
+    APPROVE, REJECT = "approve", "reject"
+    MAX_CALLS = 100
+
+    action = forms.ChoiceField(choices=[(APPROVE, "Approve all"), (REJECT, "Reject all")])
+    # Repeated "calls" values; clean_calls() reads them.
+    calls = forms.Field(
+        widget=forms.MultipleHiddenInput, error_messages={"required": "Choose the calls to decide."}
+    )
+    reason = forms.CharField(required=False, max_length=5_000)
+
+    @property
+    def approve(self) -> bool:
+        return self.cleaned_data["action"] == self.APPROVE
+
+    def clean_calls(self) -> dict[int, str]:
+        """Call id → the hash its operator saw, in the order posted."""
+        values = self.cleaned_data["calls"]
+        if not isinstance(values, list):
+            values = [values]
+        if len(values) > self.MAX_CALLS:
+            raise forms.ValidationError(f"At most {self.MAX_CALLS} calls at once.")
+        hashes: dict[int, str] = {}
+        for value in values:
+            call_id, _, digest = value.partition(":")
+            if not call_id.isascii() or not call_id.isdigit() or len(call_id) > 18:
+                raise forms.ValidationError(f"{value!r} does not name a call.")
+            if not _SHA256.fullmatch(digest):
+                # A batch decides only what its operator saw: the hash is not optional.
+                raise forms.ValidationError(f"{value!r} does not carry an arguments hash.")
+            hashes[int(call_id)] = digest
+        return hashes

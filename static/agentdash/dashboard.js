@@ -1,5 +1,6 @@
 // agentdash's pages: the live connection's state, fragments applied in the right order,
-// notices, and the approval queue's keyboard shortcuts. Plain JavaScript, no framework;
+// notices, the approval queue's keyboard shortcuts, deadline countdowns and browser
+// notifications. Plain JavaScript, no framework;
 // htmx and its websocket extension do the rest.
 "use strict";
 
@@ -186,4 +187,97 @@
     const first = queueCards()[0];
     if (first) select(first);
   });
+
+  // --- Deadlines -----------------------------------------------------------------------
+  // A waiting call's card shows its deadline (server-rendered, absolute, UTC) and a
+  // countdown beside it. The countdown only informs: the server expires the call and
+  // pushes the changed card, which replaces this one.
+  const URGENT_SECONDS = 60;
+
+  function countdownText(seconds) {
+    const minutes = Math.floor(seconds / 60);
+    const hours = Math.floor(minutes / 60);
+    const ss = String(seconds % 60).padStart(2, "0");
+    if (hours) return `${hours}:${String(minutes % 60).padStart(2, "0")}:${ss}`;
+    return `${minutes}:${ss}`;
+  }
+
+  function tick() {
+    for (const countdown of document.querySelectorAll("[data-countdown]")) {
+      const left = Math.ceil((Date.parse(countdown.dataset.countdown) - Date.now()) / 1000);
+      const state = left <= 0 ? "expired" : left < URGENT_SECONDS ? "urgent" : "running";
+      countdown.dataset.state = state;
+      countdown.textContent = state === "expired" ? "expired" : `expires in ${countdownText(left)}`;
+    }
+  }
+  document.addEventListener("DOMContentLoaded", () => {
+    tick();
+    setInterval(tick, 1000);
+  });
+  // New cards count down from the moment they arrive, not from the next second.
+  document.addEventListener("htmx:wsAfterMessage", tick);
+  document.addEventListener("htmx:afterSwap", tick);
+
+  // --- Browser notifications on the queue page ----------------------------------------
+  // Opt-in with the queue's toggle (the browser's permission is asked on that click,
+  // never on load); the choice is kept in this browser. Only while the page is hidden:
+  // an operator looking at the queue sees the card arrive.
+  const NOTIFY_KEY = "agentdash.notify";
+  const notifyWanted = () => localStorage.getItem(NOTIFY_KEY) === "on";
+  let knownCards = new Set();
+
+  function showToggle() {
+    const toggle = document.getElementById("notify-toggle");
+    if (!toggle) return;
+    if (!("Notification" in window)) {
+      toggle.disabled = true;
+      toggle.textContent = "Notifications: not supported by this browser";
+      return;
+    }
+    const on = notifyWanted() && Notification.permission === "granted";
+    toggle.setAttribute("aria-pressed", String(on));
+    toggle.dataset.state = Notification.permission === "denied" ? "blocked" : on ? "on" : "off";
+    toggle.textContent =
+      Notification.permission === "denied"
+        ? "Notifications: blocked in this browser's settings"
+        : `Notifications: ${on ? "on" : "off"}`;
+  }
+
+  document.addEventListener("click", async (event) => {
+    if (!event.target.closest("#notify-toggle")) return;
+    if (notifyWanted()) {
+      localStorage.setItem(NOTIFY_KEY, "off");
+    } else {
+      const permission = await Notification.requestPermission();
+      localStorage.setItem(NOTIFY_KEY, permission === "granted" ? "on" : "off");
+    }
+    showToggle();
+  });
+
+  function notifyNewCards() {
+    const cards = queueCards();
+    const arrived = cards.filter((card) => !knownCards.has(card.id));
+    knownCards = new Set(cards.map((card) => card.id));
+    if (!document.hidden || !notifyWanted() || Notification.permission !== "granted") return;
+    for (const card of arrived) {
+      const tool = card.querySelector("[data-testid=tool-name]")?.textContent || "A tool";
+      const goal = card.querySelector("[data-testid=session-goal]")?.textContent || "";
+      const notification = new Notification(`${tool} waits for approval`, {
+        body: goal,
+        tag: card.id, // one notification per call, however often its card is pushed
+      });
+      notification.onclick = () => {
+        window.focus();
+        location.hash = card.id;
+        select(document.getElementById(card.id));
+        notification.close();
+      };
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    knownCards = new Set(queueCards().map((card) => card.id));
+    showToggle();
+  });
+  document.addEventListener("htmx:wsAfterMessage", notifyNewCards);
 })();

@@ -35,13 +35,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 from django.db.models import F, Q, QuerySet
 from django.tasks import task
 from django.utils import timezone
 
 from agentdash import audit, live, policy, toolbox, worker
-from agentdash.models import AgentSession, ExecutionResult, Message, ToolCall
+from agentdash.models import AgentSession, ApprovalDecision, ExecutionResult, Message, ToolCall
 from agentdash.models.sessions import arguments_hash
 from agentdash.providers import (
     ModelReply,
@@ -121,15 +128,17 @@ class SessionRunner:
             return "not claimed: finished, or another worker holds it"
         self.lease_released = False
         _lease_renewer.hold(self.session_id, self.lease_owner)
+        outcome = ""
         try:
             for _ in range(STEPS_PER_TASK):
                 outcome = self.step()
                 if outcome != "continue":
                     return outcome
             with transaction.atomic():
+                self._release()
                 schedule(self.session_id)
             return "re-queued"
-        except DatabaseError:
+        except (OperationalError, InterfaceError):
             raise  # the database went away: the sweep retries the step once it is back
         except Exception as error:
             # A bug must not leave the session to be retried forever: end it, loudly.
@@ -141,6 +150,21 @@ class SessionRunner:
             _lease_renewer.let_go(self.session_id)
             if not self.lease_released:
                 self._release()
+            if outcome == "waiting_approval":
+                self._reschedule_if_work_arrived()
+
+    def _reschedule_if_work_arrived(self) -> None:
+        """A decision made while this step held the lease queued a step that could not
+        claim the session and ended. Now that the lease is free, look once more."""
+        owes_work = AgentSession.objects.filter(
+            Q(status=SessionStatus.RUNNING)
+            | Q(tool_calls__state__in=[CallState.APPROVED, CallState.AUTO_APPROVED]),
+            pk=self.session_id,
+            status__in=_ACTIVE,
+        )
+        if owes_work.exists():
+            with transaction.atomic():
+                schedule(self.session_id)
 
     def step(self) -> str:
         # The script is only read when the model is called (see _provider).
@@ -639,11 +663,31 @@ class SessionRunner:
 
     def _end(self, session: AgentSession, status: SessionStatus, reason: str) -> None:
         try:
-            transition(
-                session, status, actor=ACTOR, status_reason=reason, payload={"reason": reason}
-            )
+            with transaction.atomic():
+                transition(
+                    session, status, actor=ACTOR, status_reason=reason, payload={"reason": reason}
+                )
+                reject_pending_calls(session, actor=ACTOR, reason=f"The session ended: {reason}")
         except StaleState:
             session.refresh_from_db()
+
+
+def reject_pending_calls(
+    session: AgentSession, *, actor: str, reason: str, user: AbstractBaseUser | None = None
+) -> None:
+    """Settle every call of an ended session that still waits for a human, so that no
+    queue shows it and no one can decide it. Call inside the transaction that ends it."""
+    pending = ToolCall.objects.select_for_update().filter(
+        session=session, state=CallState.PENDING_APPROVAL
+    )
+    for call in pending:
+        ApprovalDecision.objects.create(
+            tool_call=call, approved=False, decided_by=user, actor=actor, reason=reason
+        )
+        transition(call, CallState.REJECTED, actor=actor, payload={"reason": reason})
+        ExecutionResult.objects.create(
+            tool_call=call, status="rejected", error=reason, observation=reason
+        )
 
 
 _ACTIVE = frozenset({SessionStatus.QUEUED, SessionStatus.RUNNING, SessionStatus.WAITING_APPROVAL})
@@ -799,10 +843,14 @@ class _LeaseRenewer:
             with self.lock:
                 held = list(self.held.items())
             expires = timezone.now() + timedelta(seconds=settings.AGENTDASH_LEASE_SECONDS)
-            for session_id, owner in held:
-                AgentSession.objects.filter(pk=session_id, lease_owner=owner).update(
-                    lease_expires_at=expires
-                )
+            try:
+                for session_id, owner in held:
+                    AgentSession.objects.filter(pk=session_id, lease_owner=owner).update(
+                        lease_expires_at=expires
+                    )
+            except Exception:
+                # Keep renewing: a lease that lapses hands a running step to another worker.
+                logger.exception("renewing leases failed; trying again shortly")
             close_old_connections()
 
 

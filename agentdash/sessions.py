@@ -9,8 +9,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from agentdash import audit, live, runner
-from agentdash.models import AgentSession, ApprovalDecision, ExecutionResult, Message, ToolCall
-from agentdash.states import CallState, SessionStatus, transition
+from agentdash.models import AgentSession, Message
+from agentdash.states import SessionStatus, transition
 
 
 def actor_for(user: AbstractBaseUser | None) -> str:
@@ -88,6 +88,9 @@ def cancel_session(session: AgentSession, *, user: AbstractBaseUser | None = Non
     """
     actor = actor_for(user)
     with transaction.atomic():
+        # Read the status under a lock: the runner may have moved it since the caller
+        # looked, and only a session that has really ended may be refused.
+        session = AgentSession.objects.select_for_update().get(pk=session.pk)
         transition(
             session,
             SessionStatus.CANCELLED,
@@ -95,13 +98,6 @@ def cancel_session(session: AgentSession, *, user: AbstractBaseUser | None = Non
             cancel_requested=True,
             status_reason=f"Cancelled by {actor}.",
         )
-        pending = ToolCall.objects.filter(session=session, state=CallState.PENDING_APPROVAL)
-        for call in pending:
-            reason = "The session was cancelled."
-            ApprovalDecision.objects.create(
-                tool_call=call, approved=False, decided_by=user, actor=actor, reason=reason
-            )
-            transition(call, CallState.REJECTED, actor=actor, payload={"reason": reason})
-            ExecutionResult.objects.create(
-                tool_call=call, status="rejected", error=reason, observation=reason
-            )
+        runner.reject_pending_calls(
+            session, actor=actor, reason="The session was cancelled.", user=user
+        )

@@ -144,10 +144,17 @@ class StepWorker:
         next_sweep = 0.0
         while not self.stop.is_set():
             _wake.clear()
-            if time.monotonic() >= next_sweep:
-                sweep()
-                next_sweep = time.monotonic() + self.sweep_interval
-            self.tasks.run()
+            try:
+                if time.monotonic() >= next_sweep:
+                    sweep()
+                    next_sweep = time.monotonic() + self.sweep_interval
+                self.tasks.run()
+            except Exception:
+                # The database went away or a task row vanished: nothing is lost (the
+                # sessions hold the truth and the sweep finds their work again), so log
+                # it and keep working rather than let the worker die silently.
+                logger.exception("worker %s: running steps failed; retrying", worker_id())
+                self.stop.wait(min(self.poll_interval * 4, 5.0))
             close_old_connections()
             _wake.wait(self.poll_interval)
         logger.info("worker %s stopped", worker_id())

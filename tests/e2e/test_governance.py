@@ -70,3 +70,34 @@ def test_two_calls_of_one_step_are_approved_together(open_page, operator, second
     for call in calls:
         approvals = AuditEvent.objects.filter(tool_call_id=call.pk, kind="toolcall.approved")
         assert approvals.count() == 1
+
+
+def test_approve_and_allow_for_the_session_lets_the_next_call_run(
+    open_page, operator, second_operator
+):
+    queue = open_page(second_operator, "/approvals/")
+    wait_until_live(queue)
+    session = scripts.start(
+        operator,
+        "Write a note twice",
+        [scripts.tool_use("write_file", path="a.md", content="one\n")],
+        [scripts.tool_use("write_file", path="a.md", content="two\n")],
+        [scripts.text("Written twice.")],
+    )
+    card = queue.locator(f"#queue-list > [data-session-id='{session.pk}']")
+
+    card.get_by_test_id("approve-for-session").click()
+
+    expect(queue.get_by_test_id("notice")).to_contain_text(
+        "write_file is allowed for the rest of the session"
+    )
+    rules = open_page(second_operator, f"/sessions/{session.pk}/policies/")
+    expect(rules.get_by_test_id("rule-row")).to_have_attribute("data-action", "allow")
+    expect(rules.get_by_test_id("rule-name")).to_have_text("Allow write_file for this session")
+    session_page = open_page(operator, f"/sessions/{session.pk}/")
+    expect(session_page.get_by_test_id("session-header")).to_have_attribute(
+        "data-status", "completed"
+    )
+    states = list(session.tool_calls.order_by("message__index").values_list("state", flat=True))
+    assert states == [CallState.SUCCEEDED, CallState.SUCCEEDED]
+    assert ApprovalDecision.objects.filter(tool_call__session=session).count() == 1

@@ -101,3 +101,44 @@ def test_approve_and_allow_for_the_session_lets_the_next_call_run(
     states = list(session.tool_calls.order_by("message__index").values_list("state", flat=True))
     assert states == [CallState.SUCCEEDED, CallState.SUCCEEDED]
     assert ApprovalDecision.objects.filter(tool_call__session=session).count() == 1
+
+
+# Counts the notifications the page shows, through the browser's own Notification, and
+# makes the page report itself hidden (a headless page is never in the background).
+WATCH_NOTIFICATIONS = """() => {
+    window.__shown = [];
+    const Real = window.Notification;
+    window.Notification = class extends Real {
+        constructor(title, options) {
+            super(title, options);
+            window.__shown.push({ title, tag: options.tag, body: options.body });
+        }
+    };
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+}"""
+
+
+def test_a_hidden_queue_notifies_of_a_new_call_once_the_operator_opted_in(
+    open_page, server, operator, second_operator
+):
+    queue = open_page(second_operator, "/approvals/")
+    wait_until_live(queue)
+    toggle = queue.get_by_test_id("notify-toggle")
+    expect(toggle).to_have_text("Notifications: off")
+    queue.context.grant_permissions(["notifications"], origin=server.url)
+
+    toggle.click()
+
+    expect(toggle).to_have_text("Notifications: on")
+    queue.evaluate(WATCH_NOTIFICATIONS)
+    session = scripts.write_then_finish(operator)
+    card = queue.locator(f"#queue-list > [data-session-id='{session.pk}']")
+    expect(card).to_have_count(1)
+    shown = queue.evaluate("window.__shown")
+    assert shown == [
+        {
+            "title": "write_file waits for approval",
+            "tag": f"queue-card-{card.get_attribute('data-call-id')}",
+            "body": "Keep notes of the plan",
+        }
+    ]

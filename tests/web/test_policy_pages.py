@@ -95,12 +95,36 @@ def test_form_errors_are_shown_next_to_their_field_and_nothing_is_saved(as_opera
     assert "policy.rule_created" not in kinds()
 
 
-@pytest.mark.parametrize("conditions", ["not json", "{}", '[{"kind": "nope"}]', "[1]"])
-def test_bad_conditions_are_a_form_error_never_a_500(as_operator, conditions):
-    response = as_operator.post(NEW, rule_fields(conditions=conditions))
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("conditions", "not json"),
+        ("conditions", "{}"),
+        ("conditions", '[{"kind": "nope"}]'),
+        ("conditions", "[1]"),
+        ("position", "99999999999999999999999"),
+        ("expires_after", "soon"),
+        ("approvals_required", "3"),
+        ("action", "maybe"),
+        ("hint", "sneaky"),
+        ("required_group", "424242"),
+    ],
+)
+def test_bad_input_is_a_form_error_never_a_500(as_operator, field, value):
+    response = as_operator.post(NEW, rule_fields(**{field: value}))
 
     assert response.status_code == 422
+    assert parse(response.content).all(testid=f"error-{field}")
     assert not PolicyRule.objects.exists()
+
+
+def test_a_preview_of_an_invalid_rule_shows_the_errors_not_a_table(as_operator):
+    response = as_operator.post(NEW, rule_fields(preview="1", tool="no_such_tool"))
+
+    assert response.status_code == 422
+    page = parse(response.content)
+    assert page.all(testid="error-tool")
+    assert not page.all(testid="preview-row")
 
 
 def test_preview_shows_what_the_rule_would_change_without_saving(as_operator, run_queued_steps):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,7 +142,7 @@ class DockerSandbox(Sandbox):
             except requests.exceptions.RequestException:  # the wait timed out
                 timed_out = True
                 await asyncio.to_thread(self._kill, container)
-                exit_code = SIGNAL_EXIT_BASE + 9
+                exit_code = SIGNAL_EXIT_BASE + signal.SIGKILL
             stdout = await asyncio.to_thread(self._logs, container, "stdout", limits)
             stderr = await asyncio.to_thread(self._logs, container, "stderr", limits)
             state = (await asyncio.to_thread(self.api.inspect_container, container))["State"]

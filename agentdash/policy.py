@@ -328,6 +328,7 @@ class CompiledRule:
     hint: str
     conditions: tuple[Condition, ...]
     decision: PolicyDecision
+    from_approval: bool = False
 
     @classmethod
     def of(cls, rule: PolicyRule) -> CompiledRule:
@@ -364,6 +365,7 @@ class CompiledRule:
             rule.hint,
             conditions,
             decision,
+            rule.from_approval,
         )
 
     def selects(self, tool: Tool) -> bool:
@@ -372,6 +374,19 @@ class CompiledRule:
 
     def matches(self, tool: Tool, arguments: Mapping[str, Any]) -> bool:
         return self.selects(tool) and all(c.check(arguments) for c in self.conditions)
+
+    @property
+    def is_strict(self) -> bool:
+        """Denies, or asks more than any one operator's yes."""
+        decision = self.decision
+        return decision.action == "deny" or (
+            decision.action == "ask"
+            and (
+                bool(decision.required_group)
+                or decision.approvals_required > 1
+                or decision.four_eyes
+            )
+        )
 
     @property
     def order(self) -> tuple[bool, int, float]:
@@ -398,10 +413,18 @@ class RuleSet:
         return cls(tuple(sorted(rules, key=lambda rule: rule.order)))
 
     def decide(self, tool: Tool, arguments: Mapping[str, Any]) -> PolicyDecision:
-        for rule in self.rules:
-            if rule.matches(tool, arguments):
-                return rule.decision
-        return default_decision(tool)
+        matching = (rule for rule in self.rules if rule.matches(tool, arguments))
+        first = next(matching, None)
+        if first is None:
+            return default_decision(tool)
+        if first.from_approval:
+            # An operator's "allow for the rest of this session" never loosens what a
+            # global rule denies or asks of particular approvers: that is policy, not
+            # one operator's shortcut. (A session rule written in the rule editor may.)
+            for rule in matching:
+                if rule.session_id is None and rule.is_strict:
+                    return rule.decision
+        return first.decision
 
 
 # --- the per-process cache ----------------------------------------------------------
@@ -662,6 +685,7 @@ def allow_for_session(call: ToolCall, *, user: AbstractBaseUser | None, actor: s
         tool=call.tool_name,
         action=PolicyRule.Action.ALLOW,
         created_by=user,
+        from_approval=True,
     )
     rule.save()
     audit.record(
@@ -684,6 +708,7 @@ def rule_snapshot(rule: PolicyRule) -> dict[str, Any]:
         "session_id": rule.session_id,
         "position": rule.position,
         "enabled": rule.enabled,
+        "from_approval": rule.from_approval,
         "tool": rule.tool,
         "tag": rule.tag,
         "hint": rule.hint,

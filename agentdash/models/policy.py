@@ -99,6 +99,10 @@ class PolicyRule(models.Model):
     )
     position = models.IntegerField(default=0, help_text="Lower positions are tried first.")
     enabled = models.BooleanField(default=True)
+    # Made by an operator's "approve and allow for this session" rather than by someone
+    # editing policy: it never loosens a global rule that denies or asks more than one
+    # operator's yes (agentdash.policy.RuleSet.decide).
+    from_approval = models.BooleanField(default=False, editable=False)
 
     tool = models.CharField(
         max_length=200,

@@ -86,8 +86,10 @@ def change(
 
 def _batch_change(message_id: int) -> list[Push]:
     """The queue's batch bar of a step whose pending calls changed: replaced, added, or
-    deleted once fewer than two of its calls wait."""
-    batch = display.step_batch(message_id)
+    deleted once fewer than two of its calls wait (a step of one call has none)."""
+    batch, size = display.step_batch(message_id)
+    if batch is None and size < 2:
+        return []
     return [
         (queue, render_to_string("agentdash/live/queue_batch_change.html", context))
         for queue, context in _audiences(groups.APPROVALS, batch=batch, message_id=message_id)

@@ -250,17 +250,18 @@ def batches(cards: list[CallCard]) -> list[StepBatch]:
     ]
 
 
-def step_batch(message_id: int) -> StepBatch | None:
-    """The batch of one step, or None when fewer than two of its calls wait.
+def step_batch(message_id: int) -> tuple[StepBatch | None, int]:
+    """The batch of one step (None when fewer than two of its calls wait), and how many
+    calls the step made: a step of one call never had a batch to take away.
 
-    Its rev counts the step's decided calls too: a batch that lost a call is newer than
-    the one that had it, though the calls it keeps did not change.
+    The batch's rev counts the step's decided calls too: a batch that lost a call is
+    newer than the one that had it, though the calls it keeps did not change.
     """
     calls = list(_calls().filter(message_id=message_id).order_by("position"))
     cards = [_card(call) for call in calls if call.state == CallState.PENDING_APPROVAL]
     if len(cards) < 2:
-        return None
-    return StepBatch(message_id, cards, rev_of(*(call.updated_at for call in calls)))
+        return None, len(calls)
+    return StepBatch(message_id, cards, rev_of(*(call.updated_at for call in calls))), len(calls)
 
 
 # --- the transcript ---------------------------------------------------------------------

@@ -84,3 +84,13 @@ def test_the_snapshot_carries_the_batches(step):
     assert snapshot.by_id("queue-batches").attrs["hx-swap-oob"] == "true"
     assert snapshot.by_id(f"queue-batch-{step[0].message_id}").all(testid="batch-approve")
     assert len(snapshot.by_id("queue-list").all(testid="queue-card")) == 2
+
+
+def test_a_step_of_one_call_pushes_no_batch(run_queued_steps, operator):
+    (call,) = paused_on(run_queued_steps, tool_use("write_file", "w1", path="a.txt", content="a"))
+    waiting = queue_pushes(call)
+    decide(call.pk, user=operator, approve=False, reason="no")
+
+    decided = queue_pushes(call)
+
+    assert not [html for _, html in waiting + decided if "queue-batch-" in html]

@@ -97,6 +97,7 @@ async def measure() -> list[Figure]:
             )
         finally:
             await warm.aclose()
+            await process.aclose()
         docker = DockerSandbox()
         try:
             docker_timings = (

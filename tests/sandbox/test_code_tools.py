@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,10 @@ def workspace(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def registry(workspace: Path) -> ToolRegistry:
+async def registry(workspace: Path) -> AsyncIterator[ToolRegistry]:
     sandbox = get_sandbox(limits=Limits(wall_seconds=10, cpu_seconds=5, memory_mb=128))
-    return build_registry(workspace, sandbox=sandbox)
+    yield build_registry(workspace, sandbox=sandbox)
+    await sandbox.aclose()
 
 
 @pytest.fixture

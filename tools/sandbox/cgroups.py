@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -26,6 +27,7 @@ from typing import Final
 V1_ROOT: Final = Path("/sys/fs/cgroup")
 CONTROLLERS: Final = ("pids", "memory")
 RUN_PREFIX: Final = "agentdash-run-"  # then the server's pid and a counter
+ORPHAN_REMOVE_TRIES: Final = 200
 _counter = itertools.count()
 logger = logging.getLogger("tools.sandbox")
 
@@ -72,7 +74,13 @@ def sweep_orphans(controller: str, parent: Path) -> None:
         if server_pid != os.getpid() and not Path(f"/proc/{server_pid}").exists():
             orphan = RunCgroups({controller: directory})
             orphan.kill()
-            if not orphan.remove():
+            # The kernel lets go of a group a moment after its last process is reaped.
+            # Rare (only after a crash) and brief, so this waits in place.
+            for _ in range(ORPHAN_REMOVE_TRIES):
+                if orphan.remove():
+                    break
+                time.sleep(0.005)
+            else:
                 logger.warning("could not remove the orphaned sandbox cgroup %s", directory)
 
 
@@ -125,16 +133,15 @@ class RunCgroups:
         return found
 
     def kill(self) -> None:
-        """SIGKILL every process in the groups until none is left to signal. A process
-        that forks between a listing and its kill appears in the next listing; the pids
-        limit bounds how many rounds that can take."""
-        for _ in range(1000):
-            pids = self.pids()
-            if not pids:
-                return
-            for pid in pids:
+        """SIGKILL every process in the groups. A process forked between a listing and
+        the kill of its parent appears in the next listing; once a listing shows no one
+        new, every process left has been killed (dying ones linger there a moment)."""
+        killed: set[int] = set()
+        while fresh := self.pids() - killed:
+            for pid in fresh:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            killed |= fresh
 
     def memory_limit_hit(self) -> bool:
         directory = self.directories.get("memory")

@@ -49,7 +49,8 @@ NOBODY: Final = 65534
 SANDBOX_WORKDIR: Final = "/workspace"
 SANDBOX_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
 SANDBOX_TMP: Final = "/tmp"  # noqa: S108 - inside the sandbox: a fresh tmpfs per run
-CGROUP_REMOVE_TRIES: Final = 50
+CGROUP_FIRST_PAUSE: Final = 0.0005  # seconds; doubled up to CGROUP_LAST_PAUSE (~2 s in all)
+CGROUP_LAST_PAUSE: Final = 1.0
 STREAM_LIMIT: Final = 64 * 1024  # asyncio's default buffer for a subprocess's pipes
 
 
@@ -103,14 +104,34 @@ def limit_hit(exit_code: int, groups: RunCgroups | None) -> str | None:
     return None
 
 
-async def remove_cgroups(groups: RunCgroups) -> None:
-    """Remove a run's groups, waiting a little for its last processes to be reaped."""
-    for _ in range(CGROUP_REMOVE_TRIES):
+class CgroupRemovals:
+    """Removes runs' groups, in the background when need be. The kernel lets go of a group
+    about a millisecond after its last process was reaped; a run's result need not wait
+    for that (everything in the group is dead by then)."""
+
+    def __init__(self) -> None:
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def remove(self, groups: RunCgroups) -> None:
         if groups.remove():
             return
-        groups.kill()
-        await asyncio.sleep(0.01)
-    logger.warning("could not remove the sandbox cgroups %s", list(groups.directories.values()))
+        task = asyncio.get_running_loop().create_task(self._remove_when_released(groups))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def wait(self) -> None:
+        await asyncio.gather(*self._pending)
+
+    @staticmethod
+    async def _remove_when_released(groups: RunCgroups) -> None:
+        pause = CGROUP_FIRST_PAUSE
+        while pause < CGROUP_LAST_PAUSE:
+            await asyncio.sleep(pause)
+            if groups.remove():
+                return
+            groups.kill()
+            pause *= 2
+        logger.warning("could not remove the sandbox cgroups %s", list(groups.directories.values()))
 
 
 def filesystem_binds(interpreter: Interpreter) -> list[str]:
@@ -190,6 +211,7 @@ class ProcessSandbox(Sandbox):
         if self.use_bwrap and bwrap_problem is not None:
             raise RuntimeError(bwrap_problem)
         self.controllers = usable_controllers() if use_cgroups is not False else ()
+        self._removals = CgroupRemovals()
         log_protections(self)
 
     def protections(self) -> dict[str, bool | str]:
@@ -226,6 +248,9 @@ class ProcessSandbox(Sandbox):
             "kill_on_timeout": self._kill_reach(),
         }
 
+    async def aclose(self) -> None:
+        await self._removals.wait()
+
     def _kill_reach(self) -> str:
         if self.use_bwrap:
             return "pid namespace" + (" and cgroups" if self.controllers else "")
@@ -249,7 +274,7 @@ class ProcessSandbox(Sandbox):
             return await self._run_in(command, workdir, limits, groups, started)
         finally:
             if groups is not None:
-                await remove_cgroups(groups)
+                self._removals.remove(groups)
 
     async def _run_in(
         self,

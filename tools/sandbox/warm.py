@@ -27,12 +27,12 @@ from tools.sandbox.process import (
     NOBODY,
     SANDBOX_TMP,
     SANDBOX_WORKDIR,
+    CgroupRemovals,
     Interpreter,
     bwrap_works,
     exit_status,
     filesystem_binds,
     limit_hit,
-    remove_cgroups,
 )
 
 ZYGOTE: Final = Path(__file__).with_name("zygote.py")
@@ -65,6 +65,7 @@ class WarmSandbox(Sandbox):
         self._launcher: asyncio.subprocess.Process | None = None
         self._control: socket.socket | None = None
         self._starting = asyncio.Lock()
+        self._removals = CgroupRemovals()
         log_protections(self)
 
     def protections(self) -> dict[str, bool | str]:
@@ -143,6 +144,7 @@ class WarmSandbox(Sandbox):
         ]
 
     async def aclose(self) -> None:
+        await self._removals.wait()
         if self._control is not None:
             self._control.close()  # the launcher stops when its control socket closes
             self._control = None
@@ -172,7 +174,7 @@ class WarmSandbox(Sandbox):
             return await self._run_in(command, str(relative), limits, groups, started)
         finally:
             if groups is not None:
-                await remove_cgroups(groups)
+                self._removals.remove(groups)
 
     async def _run_in(
         self,

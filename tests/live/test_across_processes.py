@@ -16,7 +16,6 @@ from agentdash.models import ToolCall
 from agentdash.sessions import start_session
 from agentdash.states import CallState
 from tests.live.conftest import (
-    PUSH_TIMEOUT,
     REDIS_HOST,
     REDIS_PORT,
     receive_until,

@@ -22,6 +22,7 @@ from tests.live.conftest import (
     redis_answers,
     redis_layer,
 )
+from tests.subprocesses import database_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.slow]
 
@@ -73,10 +74,9 @@ async def test_a_decision_made_by_the_command_line_leaves_the_browsers_queue(
     assert (await socket.connect())[0]
     assert f"queue-card-{call.pk}" in await socket.receive_from()
 
-    database = settings.DATABASES["default"]
     environment = os.environ | {
         "REDIS_URL": REDIS_URL,
-        "DATABASE_URL": f"sqlite:///{database['NAME']}",
+        "DATABASE_URL": database_url(),
         "AGENTDASH_WORKSPACES_DIR": str(settings.AGENTDASH_WORKSPACES_DIR),
     }
     command = await asyncio.create_subprocess_exec(

@@ -16,7 +16,7 @@ from django.core.management import CommandError, call_command
 
 from agentdash.models import AgentSession, ToolCall
 from agentdash.states import CallState, SessionStatus
-from tests.runner.test_crash_safety import ROOT, database_url
+from tests.subprocesses import ROOT, database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

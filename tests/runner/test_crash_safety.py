@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from agentdash import audit
 from agentdash.approvals import decide
@@ -21,18 +20,9 @@ from agentdash.models import AgentSession, AuditEvent, Message, ToolCall
 from agentdash.runner import SessionRunner
 from agentdash.sessions import start_session
 from agentdash.states import CallState, SessionStatus, transition
+from tests.subprocesses import ROOT, database_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def database_url() -> str:
-    """The test database, as a URL a child process can open."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
 class WorkerProcess:

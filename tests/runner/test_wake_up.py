@@ -12,7 +12,7 @@ import pytest
 from agentdash.models import AgentSession
 from agentdash.sessions import start_session
 from agentdash.states import SessionStatus
-from tests.runner.test_crash_safety import ROOT, database_url
+from tests.subprocesses import ROOT, database_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.slow]
 

@@ -72,16 +72,29 @@ def sweep_orphans(controller: str, parent: Path) -> None:
     for directory in parent.glob(f"{RUN_PREFIX}*"):
         server_pid = int(directory.name.removeprefix(RUN_PREFIX).split("-")[0])
         if server_pid != os.getpid() and not Path(f"/proc/{server_pid}").exists():
-            orphan = RunCgroups({controller: directory})
-            orphan.kill()
-            # The kernel lets go of a group a moment after its last process is reaped.
-            # Rare (only after a crash) and brief, so this waits in place.
-            for _ in range(ORPHAN_REMOVE_TRIES):
-                if orphan.remove():
-                    break
-                time.sleep(0.005)
-            else:
-                logger.warning("could not remove the orphaned sandbox cgroup %s", directory)
+            _kill_and_remove(controller, directory)
+
+
+def remove_groups(name_prefix: str) -> None:
+    """Kill what is left in, and remove, this process's run groups whose names start
+    with `name_prefix` (those of a warm launcher that stopped). Blocks while the kernel
+    lets go of each: call it from a thread."""
+    for controller in usable_controllers():
+        parent = own_cgroup_dir(controller)
+        if parent is not None:
+            for directory in parent.glob(f"{name_prefix}*"):
+                _kill_and_remove(controller, directory)
+
+
+def _kill_and_remove(controller: str, directory: Path) -> None:
+    group = RunCgroups({controller: directory})
+    group.kill()
+    # The kernel lets go of a group a moment after its last process is reaped.
+    for _ in range(ORPHAN_REMOVE_TRIES):
+        if group.remove():
+            return
+        time.sleep(0.005)
+    logger.warning("could not remove the sandbox cgroup %s", directory)
 
 
 @dataclass

@@ -93,13 +93,14 @@ def exit_status(returncode: int) -> int:
     return SIGNAL_EXIT_BASE - returncode if returncode < 0 else returncode
 
 
-def limit_hit(exit_code: int, groups: RunCgroups | None) -> str | None:
-    """Which limit stopped or hampered the run, from its exit status and cgroup counters."""
-    if groups is not None and groups.memory_limit_hit():
+def limit_hit(exit_code: int, *, memory: bool, processes: bool) -> str | None:
+    """Which limit stopped or hampered the run, from its exit status and whether its
+    cgroups counted a memory kill or a refused fork."""
+    if memory:
         return MEMORY
     if by_signal := signal_limit(exit_code):
         return by_signal
-    if groups is not None and groups.process_limit_hit():
+    if processes:
         return PROCESSES
     return None
 
@@ -327,7 +328,13 @@ class ProcessSandbox(Sandbox):
             started=started,
         )
         kill()  # nothing of a finished run may outlive it (no-op inside a pid namespace)
-        return finished.result(limit_hit(finished.exit_code, groups))
+        return finished.result(
+            limit_hit(
+                finished.exit_code,
+                memory=groups is not None and groups.memory_limit_hit(),
+                processes=groups is not None and groups.process_limit_hit(),
+            )
+        )
 
 
 # The shell that holds a run until its limits are set. `read` fails on end-of-file, so a

@@ -2,18 +2,21 @@
 started. A launcher (tools/sandbox/zygote.py) is started once, as a separate clean
 process inside bubblewrap, and forks per run; see that file for what each run gets.
 
-The server's part per run: the run's cgroups (opened here, joined by the run itself
-before any of its code runs), pipes for its output, and a socket whose closing kills the
-run. Workspaces must live under `workspace_root`, which the launcher sees (and hides
-again from each run but for that run's own workspace).
+The server lends the launcher its own cgroup directories (pids, memory), in which each
+prepared run makes and joins its groups ahead of time. Per run the server gives pipes
+for the output and a socket whose closing kills the run. Workspaces must live under
+`workspace_root`, which the launcher sees (and hides again from each run but for that
+run's own workspace).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -21,13 +24,12 @@ from pathlib import Path
 from typing import Final
 
 from tools.sandbox.base import Command, Limits, Sandbox, SandboxResult, log_protections
-from tools.sandbox.cgroups import RunCgroups, usable_controllers
+from tools.sandbox.cgroups import RUN_PREFIX, own_cgroup_dir, remove_groups, usable_controllers
 from tools.sandbox.process import (
     MIB,
     NOBODY,
     SANDBOX_TMP,
     SANDBOX_WORKDIR,
-    CgroupRemovals,
     Interpreter,
     bwrap_works,
     exit_status,
@@ -36,6 +38,7 @@ from tools.sandbox.process import (
 )
 
 ZYGOTE: Final = Path(__file__).with_name("zygote.py")
+_launchers = itertools.count()
 START_TIMEOUT_SECONDS: Final = 30.0
 
 
@@ -65,7 +68,9 @@ class WarmSandbox(Sandbox):
         self._launcher: asyncio.subprocess.Process | None = None
         self._control: socket.socket | None = None
         self._starting = asyncio.Lock()
-        self._removals = CgroupRemovals()
+        # Names this launcher's run groups (after RUN_PREFIX): this server's pid first, so
+        # that they are swept if it dies; then which launcher, to remove them when it stops.
+        self._name = f"{os.getpid()}-w{next(_launchers)}"
         log_protections(self)
 
     def protections(self) -> dict[str, bool | str]:
@@ -109,6 +114,7 @@ class WarmSandbox(Sandbox):
             if self._control is not None:
                 self._control.close()  # the socket of a launcher that died
                 self._control = None
+                await asyncio.to_thread(remove_groups, f"{RUN_PREFIX}{self._name}-")
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
                 self._launcher = await asyncio.create_subprocess_exec(
@@ -139,12 +145,22 @@ class WarmSandbox(Sandbox):
             *filesystem_binds(self.interpreter),
             *("--proc", "/proc", "--dev", "/dev", "--tmpfs", SANDBOX_TMP),
             *("--dir", SANDBOX_WORKDIR, "--bind", str(self.workspace_root), "/workspaces"),
+            *self._cgroup_binds(),
             *("--ro-bind", str(ZYGOTE), "/zygote.py", "--remount-ro", "/"),
-            *("--", str(self.interpreter.executable), "-I", "-S", "/zygote.py", str(control_fd)),
+            *("--", str(self.interpreter.executable), "-I", "-S", "/zygote.py"),
+            *(str(control_fd), self._name),
         ]
 
+    def _cgroup_binds(self) -> list[str]:
+        """This server's own cgroup directories, in which the launcher makes the runs'."""
+        binds = []
+        for controller in self.controllers:
+            directory = own_cgroup_dir(controller)
+            if directory is not None:
+                binds += ["--bind", str(directory), f"/cgroup/{controller}"]
+        return binds
+
     async def aclose(self) -> None:
-        await self._removals.wait()
         if self._control is not None:
             self._control.close()  # the launcher stops when its control socket closes
             self._control = None
@@ -154,44 +170,20 @@ class WarmSandbox(Sandbox):
             except TimeoutError:
                 self._launcher.kill()
                 await self._launcher.wait()
+        # Its prepared runs ended with it, before they could remove their groups.
+        await asyncio.to_thread(remove_groups, f"{RUN_PREFIX}{self._name}-")
 
     async def _run(self, command: Command, workdir: Path, limits: Limits) -> SandboxResult:
         started = time.monotonic()
         relative = workdir.relative_to(self.workspace_root)  # ValueError when outside
         if relative == Path():
             raise ValueError("a run's workdir must be a workspace inside the root, not the root")
-        await self.start()
-        groups = (
-            RunCgroups.create(
-                self.controllers,
-                max_tasks=limits.max_processes,
-                memory_bytes=limits.memory_mb * MIB,
-            )
-            if self.controllers
-            else None
-        )
-        try:
-            return await self._run_in(command, str(relative), limits, groups, started)
-        finally:
-            if groups is not None:
-                self._removals.remove(groups)
-
-    async def _run_in(
-        self,
-        command: Command,
-        workspace: str,
-        limits: Limits,
-        groups: RunCgroups | None,
-        started: float,
-    ) -> SandboxResult:
         loop = asyncio.get_running_loop()
         run, theirs = socket.socketpair()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         handed = [out_w, err_w]  # ours to close once the launcher has its copies
         try:
-            for procs in self._procs(groups):
-                handed.append(os.open(procs, os.O_WRONLY | os.O_CLOEXEC))
             await self._send_run([theirs.fileno(), *handed])
         except BaseException:
             for fd in (out_r, err_r):
@@ -203,23 +195,25 @@ class WarmSandbox(Sandbox):
             for fd in handed:
                 os.close(fd)
         killed = False
+        hits: dict[str, bool] = {}
 
         def kill() -> None:
             nonlocal killed
             killed = True
-            if groups is not None:
-                groups.kill()
             with contextlib.suppress(OSError):
-                run.shutdown(socket.SHUT_RDWR)  # the supervisor kills what is left
+                # The supervisor kills the run's pid 1, and so all of the run.
+                run.shutdown(socket.SHUT_RDWR)
 
         async def exit_code() -> int:
             received = b""
             while chunk := await loop.sock_recv(run, 4096):
                 received += chunk
             if received:
-                return exit_status(os.waitstatus_to_exitcode(json.loads(received)["status"]))
+                ended = json.loads(received)
+                hits.update(ended["limits_hit"])
+                return exit_status(os.waitstatus_to_exitcode(ended["status"]))
             if killed:
-                return exit_status(-9)
+                return exit_status(-signal.SIGKILL)
             raise LauncherError("the warm sandbox's launcher failed to start this run")
 
         transports: list[asyncio.BaseTransport] = []
@@ -229,12 +223,14 @@ class WarmSandbox(Sandbox):
             request = {
                 "code": command.code,
                 "argv": list(command.argv) if command.argv else None,
-                "workspace": workspace,
+                "workspace": str(relative),
                 "limits": {
                     "cpu_seconds": limits.cpu_seconds,
                     "max_file_mb": limits.max_file_mb,
                     "max_open_files": limits.max_open_files,
                     "address_space_mb": 0 if "memory" in self.controllers else limits.memory_mb,
+                    "max_tasks": limits.max_processes + 1,  # the run's pid 1 counts too
+                    "memory_bytes": limits.memory_mb * MIB,
                 },
             }
             await loop.sock_sendall(run, json.dumps(request).encode() + b"\n")
@@ -257,11 +253,13 @@ class WarmSandbox(Sandbox):
                 transport.close()
             for fd in unread:
                 os.close(fd)
-        return finished.result(limit_hit(finished.exit_code, groups))
-
-    @staticmethod
-    def _procs(groups: RunCgroups | None) -> list[Path]:
-        return groups.procs_files() if groups is not None else []
+        return finished.result(
+            limit_hit(
+                finished.exit_code,
+                memory=hits.get("memory", False),
+                processes=hits.get("processes", False),
+            )
+        )
 
     async def _send_run(self, fds: list[int]) -> None:
         """Hand the run's descriptors to the launcher, restarting it once if it died."""

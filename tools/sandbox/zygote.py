@@ -35,6 +35,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 import traceback
 import types
 from typing import TextIO
@@ -55,6 +56,9 @@ NOBODY = 65534
 MIB = 1024 * 1024
 MAX_FDS = 16
 MAX_REQUEST_BYTES = 1 << 20
+CGROUPS = "/cgroup"
+RUN_PREFIX = "agentdash-run-"  # then the launcher's name, which starts with the server's pid
+REMOVE_TRIES = 2000  # milliseconds
 SPARES = 2
 ENVIRONMENT = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -144,10 +148,90 @@ def set_limits(limits: dict[str, int]) -> None:
         resource.setrlimit(which, value)
 
 
-def init(jobs: socket.socket) -> None:
-    """pid 1 of the spare's pid namespace: starts the runner as pid 2 (pid 1 would be
-    spared the default action of signals like SIGXCPU), reaps orphans, and ends with the
-    runner's status, in the shell's convention. Never returns."""
+class RunGroups:
+    """The cgroups of a spare's run, one per controller the server lent (its own groups,
+    at /cgroup/<controller>). Made and joined while the spare is prepared, because
+    joining a cgroup waits for an RCU grace period, milliseconds a run need not spend.
+    Reached through directory descriptors, so that /cgroup can be unmounted before the
+    run: its uid maps to root, which could otherwise rewrite its own limits."""
+
+    def __init__(self, launcher: str) -> None:
+        self.name = f"{RUN_PREFIX}{launcher}-{os.urandom(4).hex()}"
+        self.parents: dict[str, int] = {}
+        self.groups: dict[str, int] = {}
+        controllers = sorted(os.listdir(CGROUPS)) if os.path.isdir(CGROUPS) else []
+        for controller in controllers:
+            parent = os.open(f"{CGROUPS}/{controller}", os.O_RDONLY | os.O_DIRECTORY)
+            self.parents[controller] = parent
+            os.mkdir(self.name, dir_fd=parent)
+            self.groups[controller] = os.open(
+                self.name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=parent
+            )
+        for controller in controllers:
+            unmount(f"{CGROUPS}/{controller}")
+
+    def procs(self) -> list[int]:
+        return [
+            os.open("cgroup.procs", os.O_WRONLY, dir_fd=group) for group in self.groups.values()
+        ]
+
+    def set_limits(self, max_tasks: int, memory_bytes: int) -> None:
+        if "pids" in self.groups:
+            _write(self.groups["pids"], "pids.max", str(max_tasks))
+        if "memory" in self.groups:
+            _write(self.groups["memory"], "memory.limit_in_bytes", str(memory_bytes))
+            with contextlib.suppress(FileNotFoundError):  # no swap accounting here
+                _write(self.groups["memory"], "memory.memsw.limit_in_bytes", str(memory_bytes))
+
+    def limits_hit(self) -> dict[str, bool]:
+        return {
+            "memory": "memory" in self.groups
+            and _counter(self.groups["memory"], "memory.oom_control", "oom_kill") > 0,
+            "processes": "pids" in self.groups
+            and _counter(self.groups["pids"], "pids.events", "max") > 0,
+        }
+
+    def remove(self) -> None:
+        """Remove the groups, waiting for the kernel to let go of each (about a
+        millisecond after its last process was reaped)."""
+        for controller, parent in self.parents.items():
+            for _ in range(REMOVE_TRIES):
+                try:
+                    os.rmdir(self.name, dir_fd=parent)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.001)
+            else:
+                print(f"could not remove the {controller} cgroup {self.name}", file=sys.stderr)
+
+
+def _write(directory: int, name: str, text: str) -> None:
+    fd = os.open(name, os.O_WRONLY, dir_fd=directory)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _counter(directory: int, name: str, key: str) -> int:
+    fd = os.open(name, os.O_RDONLY, dir_fd=directory)
+    try:
+        lines = os.read(fd, 4096).decode().splitlines()
+    finally:
+        os.close(fd)
+    return next((int(line.split()[1]) for line in lines if line.split()[0] == key), 0)
+
+
+def init(jobs: socket.socket, procs: list[int]) -> None:
+    """pid 1 of the spare's pid namespace: joins the run's cgroups (its children are born
+    in them), starts the runner as pid 2 (pid 1 would be spared the default action of
+    signals like SIGXCPU), reaps orphans, and ends with the runner's status, in the
+    shell's convention. Never returns."""
+    for fd in procs:
+        os.write(fd, b"0")  # "0": this process
+        os.close(fd)
     runner_pid = os.fork()
     if runner_pid == 0:
         runner(jobs)
@@ -172,11 +256,7 @@ def runner(jobs: socket.socket) -> None:
         if not line:
             os._exit(0)  # the launcher is stopping: this spare is not needed
         request = json.loads(line)
-        stdout, stderr, *cgroups = fds
-        for procs in cgroups:
-            # "0": this process, and so everything it starts. Allowed to uid 65534
-            # because the server opened the file.
-            os.write(procs, b"0")
+        stdout, stderr = fds
         os.chdir("/workspace")  # the supervisor has mounted the run's workspace there
         set_limits(request["limits"])
         null = os.open("/dev/null", os.O_RDONLY)
@@ -243,9 +323,9 @@ def _exit_status(code: object) -> int:
     return 1
 
 
-def spare(control: socket.socket, taken: int) -> None:
-    """A prepared run, forked by the launcher: its namespaces, its runner, then waiting
-    for a run on the control socket. Never returns.
+def spare(control: socket.socket, taken: int, launcher: str) -> None:
+    """A prepared run, forked by the launcher: its namespaces, its cgroups, its runner,
+    then waiting for a run on the control socket. Never returns.
 
     It tells the launcher on `taken`: b"+" when it took a run (prepare the next one),
     b"-" when the server hung up, b"x" when it could not be prepared (then the launcher
@@ -257,14 +337,18 @@ def spare(control: socket.socket, taken: int) -> None:
             os.CLONE_NEWNS | os.CLONE_NEWNET | os.CLONE_NEWIPC | os.CLONE_NEWUTS | os.CLONE_NEWPID
         )
         prepare_filesystem()
+        groups = RunGroups(launcher)
+        procs = groups.procs()
         bring_up_loopback()
         jobs, runner_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             jobs.close()
             control.close()
-            init(runner_end)
+            init(runner_end, procs)
         runner_end.close()
+        for fd in procs:
+            os.close(fd)
     except BaseException:
         traceback.print_exc()
         os.write(taken, b"x")
@@ -272,21 +356,27 @@ def spare(control: socket.socket, taken: int) -> None:
     message, fds, _, _ = socket.recv_fds(control, 16, MAX_FDS)
     if not message:
         os.write(taken, b"-")
+        _end(pid, groups)
         os._exit(0)
     os.write(taken, b"+")
     control.close()
     try:
-        supervise(socket.socket(fileno=fds[0]), fds[1:], jobs, pid)
+        supervise(socket.socket(fileno=fds[0]), fds[1:], jobs, pid, groups)
     except BaseException:
         traceback.print_exc()  # this run fails (the server sees its socket close); no other
+    _end(pid, groups)
     os._exit(0)
 
 
-def supervise(run: socket.socket, fds: list[int], jobs: socket.socket, pid: int) -> None:
+def supervise(
+    run: socket.socket, fds: list[int], jobs: socket.socket, pid: int, groups: RunGroups
+) -> None:
     """Hand the run to the prepared runner, report how it ended, and kill it if the
     server hangs up first."""
     request = _receive_line(run)
-    show_only_workspace(json.loads(request)["workspace"])
+    parsed = json.loads(request)
+    show_only_workspace(parsed["workspace"])
+    groups.set_limits(parsed["limits"]["max_tasks"], parsed["limits"]["memory_bytes"])
     socket.send_fds(jobs, [request], fds)
     for fd in fds:
         os.close(fd)
@@ -296,7 +386,17 @@ def supervise(run: socket.socket, fds: list[int], jobs: socket.socket, pid: int)
         os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     with contextlib.suppress(OSError):  # if the server is gone, nobody is told
-        run.sendall(json.dumps({"status": status}).encode())
+        run.sendall(json.dumps({"status": status, "limits_hit": groups.limits_hit()}).encode())
+
+
+def _end(pid: int, groups: RunGroups) -> None:
+    """Whatever is left of a spare's run: killed (with pid 1 the whole namespace goes),
+    reaped, and its cgroups removed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    groups.remove()
 
 
 def _receive_line(run: socket.socket) -> bytes:
@@ -311,7 +411,7 @@ def _receive_line(run: socket.socket) -> bytes:
     return received
 
 
-def serve(control: socket.socket) -> None:
+def serve(control: socket.socket, launcher: str) -> None:
     # Forked children share the launcher's memory until they write to it; a collection
     # in a child would touch (and so copy) every object. Nothing here makes cycles.
     gc.freeze()
@@ -319,18 +419,18 @@ def serve(control: socket.socket) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # spares are reaped by the kernel
     taken_r, taken = os.pipe()
     for _ in range(SPARES):
-        _fork_spare(control, taken)
+        _fork_spare(control, taken, launcher)
     control.send(b"ready")
     while os.read(taken_r, 1) == b"+":  # a spare took a run: prepare the next one
-        _fork_spare(control, taken)
+        _fork_spare(control, taken, launcher)
     # The server hung up, or a spare could not be prepared: stop, and with this process
     # (the sandbox's pid namespace ends with it) every spare and run still going.
 
 
-def _fork_spare(control: socket.socket, taken: int) -> None:
+def _fork_spare(control: socket.socket, taken: int, launcher: str) -> None:
     if os.fork() == 0:
-        spare(control, taken)
+        spare(control, taken, launcher)
 
 
 if __name__ == "__main__":
-    serve(socket.socket(fileno=int(sys.argv[1])))
+    serve(socket.socket(fileno=int(sys.argv[1])), sys.argv[2])

@@ -76,6 +76,9 @@ async def test_run_shell_reports_exit_code_and_both_streams(executor: ToolExecut
     assert result.result["stdout"] == "out\n"
     assert result.result["stderr"] == "err\n"
     assert result.result["limit_hit"] is None
+    # The same facts in the result's metadata, where the runner stores them apart.
+    assert result.metadata["exit_code"] == 3
+    assert result.metadata["limit_hit"] is None
 
 
 async def test_timeout_seconds_stops_the_run_and_says_so(executor: ToolExecutor):

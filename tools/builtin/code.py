@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from tools.registry import ToolRegistry
+from tools.results import ToolOutput
 from tools.sandbox import Limits, Sandbox, SandboxResult
 
 # The executor's own timeout is a backstop: the sandbox's wall-clock limit ends a run
@@ -34,7 +35,7 @@ class CodeTools:
     def max_seconds(self) -> float:
         return self.sandbox.limits.wall_seconds
 
-    async def run_python(self, code: str, timeout_seconds: Timeout = 30.0) -> dict[str, Any]:
+    async def run_python(self, code: str, timeout_seconds: Timeout = 30.0) -> ToolOutput:
         """Run Python 3 code in an isolated sandbox and return its exit code and output.
 
         The working directory is the workspace, so files the file tools see are there.
@@ -51,7 +52,7 @@ class CodeTools:
             )
         )
 
-    async def run_shell(self, command: str, timeout_seconds: Timeout = 30.0) -> dict[str, Any]:
+    async def run_shell(self, command: str, timeout_seconds: Timeout = 30.0) -> ToolOutput:
         """Run a shell command (/bin/sh -c) in an isolated sandbox; return its exit code and output.
 
         The working directory is the workspace. There is no network; the usual command
@@ -88,11 +89,17 @@ class CodeTools:
         )
 
 
-def _facts(result: SandboxResult) -> dict[str, Any]:
-    """What the model reads: the output first, then the facts that explain it."""
+def _facts(result: SandboxResult) -> ToolOutput:
+    """What the model reads (the output first, then the facts that explain it), with the
+    facts an operator filters on also in the result's metadata."""
     facts = result.to_dict()
     facts["duration_ms"] = round(result.duration_ms, 1)
-    return facts
+    metadata = {
+        key: facts[key]
+        for key in ("exit_code", "limit_hit", "timed_out", "stdout_truncated", "stderr_truncated")
+        if key in facts
+    }
+    return ToolOutput(facts, metadata=metadata)
 
 
 def register_code_tools(registry: ToolRegistry, workspace: Path, sandbox: Sandbox) -> None:

@@ -269,7 +269,10 @@ def _decide_locked(
         round=round_,
         arguments_hash=digest,
     )
-    given = 1 if edited else call.decisions.filter(round=round_, approved=True).count()
+    # This approval is the round's first when the arguments just changed, and the only
+    # one needed when one suffices: no need to count.
+    counted = call.approvals_required > 1 and not edited
+    given = call.decisions.filter(round=round_, approved=True).count() if counted else 1
     payload: dict[str, Any] = {
         "reason": reason,
         "arguments_hash": digest,
@@ -340,7 +343,9 @@ def _check_may_approve(call: ToolCall, user: AbstractBaseUser, round_: int) -> N
             f"{name} started session {call.session_id}: under the four-eyes rule, "
             "someone else must approve its calls."
         )
-    if call.decisions.filter(round=round_, approved=True, decided_by=user).exists():
+    # With one approval required, a first approval settles the call: none can follow.
+    needs_more = call.approvals_required > 1
+    if needs_more and call.decisions.filter(round=round_, approved=True, decided_by=user).exists():
         raise PermissionDenied(
             f"{name} already approved call {call.pk}; its next approval must come "
             "from someone else."

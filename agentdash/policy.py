@@ -45,7 +45,6 @@ import math
 import posixpath
 import re
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -437,10 +436,10 @@ class _RuleCache:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.token: uuid.UUID | None = None
+        self.token = ""
         self.sets: OrderedDict[int | None, RuleSet] = OrderedDict()
 
-    def get(self, token: uuid.UUID, session_id: int | None) -> RuleSet | None:
+    def get(self, token: str, session_id: int | None) -> RuleSet | None:
         with self.lock:
             if token != self.token:
                 return None
@@ -449,7 +448,7 @@ class _RuleCache:
                 self.sets.move_to_end(session_id)
             return found
 
-    def put(self, token: uuid.UUID, session_id: int | None, rules: RuleSet) -> None:
+    def put(self, token: str, session_id: int | None, rules: RuleSet) -> None:
         with self.lock:
             if token != self.token:
                 self.token, self.sets = token, OrderedDict()

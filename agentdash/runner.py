@@ -194,8 +194,7 @@ class SessionRunner:
                 if session.is_finished:
                     return session.status
         if any(call.state == CallState.PENDING_APPROVAL for call in calls):
-            if session.status == SessionStatus.RUNNING:
-                self._wait_for_approval(session)
+            self._wait_for_approval(session, calls)
             return "waiting_approval"
         if session.status == SessionStatus.WAITING_APPROVAL:
             transition(session, SessionStatus.RUNNING, actor=ACTOR)
@@ -212,16 +211,35 @@ class SessionRunner:
             return session.status
         return self._call_model(session, last_index)
 
-    def _wait_for_approval(self, session: AgentSession) -> None:
-        """Stop here until a human decides; the session lets go of its lease as it does."""
-        transition(
-            session,
-            SessionStatus.WAITING_APPROVAL,
-            actor=ACTOR,
-            lease_owner="",
-            lease_expires_at=None,
-        )
-        self.lease_released = True
+    def _wait_for_approval(self, session: AgentSession, calls: list[ToolCall]) -> None:
+        """Stop here until a human decides, or until the earliest deadline of the pending
+        calls, for which a step is queued (the step expires what is still undecided).
+
+        A session that pauses again and again within one deadline (each approval comes
+        quickly) queues that step once, not at every pause: `expiry_check_at` says when
+        the queued one runs, and a step that finds it past queues the next.
+        """
+        fields: dict[str, Any] = {}
+        deadlines = [c.expires_at for c in calls if c.state == CallState.PENDING_APPROVAL]
+        deadline = min((d for d in deadlines if d is not None), default=None)
+        queued = session.expiry_check_at
+        with transaction.atomic(savepoint=False):  # a pause joins its reply's transaction
+            if deadline is not None and not (queued and timezone.now() < queued <= deadline):
+                schedule(session.pk, at=deadline)
+                fields["expiry_check_at"] = deadline
+            if session.status == SessionStatus.RUNNING:
+                # The session lets go of its lease as it stops.
+                transition(
+                    session,
+                    SessionStatus.WAITING_APPROVAL,
+                    actor=ACTOR,
+                    lease_owner="",
+                    lease_expires_at=None,
+                    **fields,
+                )
+                self.lease_released = True
+            elif fields:
+                AgentSession.objects.filter(pk=session.pk).update(**fields)
 
     # -- tool calls ---------------------------------------------------------------------
 
@@ -297,24 +315,23 @@ class SessionRunner:
 
     def _send_back(self, call: ToolCall) -> None:
         """The arguments changed after they were decided: back to the approval queue, in
-        a new round, with a fresh deadline of the default length."""
+        a new round, with a fresh deadline of the default length (the step then waits,
+        see _wait_for_approval)."""
         current = arguments_hash(call.arguments)
         now = timezone.now()
         deadline = now + timedelta(seconds=settings.AGENTDASH_APPROVAL_TIMEOUT_SECONDS)
         how = "approved" if call.state == CallState.APPROVED else "allowed by the policy"
-        with transaction.atomic():
-            transition(
-                call,
-                CallState.PENDING_APPROVAL,
-                actor=ACTOR,
-                payload={"decided_hash": call.decided_hash, "arguments_hash": current},
-                approval_reason=f"Its arguments changed after they were {how}.",
-                approval_round=call.approval_round + 1,
-                decided_hash="",
-                proposed_at=now,
-                expires_at=deadline,
-            )
-            schedule(call.session_id, at=deadline)
+        transition(
+            call,
+            CallState.PENDING_APPROVAL,
+            actor=ACTOR,
+            payload={"decided_hash": call.decided_hash, "arguments_hash": current},
+            approval_reason=f"Its arguments changed after they were {how}.",
+            approval_round=call.approval_round + 1,
+            decided_hash="",
+            proposed_at=now,
+            expires_at=deadline,
+        )
 
     def _should_rerun(self, call: ToolCall) -> bool:
         if call.state != CallState.INTERRUPTED:
@@ -502,11 +519,9 @@ class SessionRunner:
             uses = [block for block in reply.content if block.get("type") == "tool_use"]
             calls = self._propose_all(session, message, uses) if uses else []
             states = [call.state for call in calls]
-            if deadlines := [call.expires_at for call in calls if call.expires_at is not None]:
-                schedule(session.pk, at=min(deadlines))  # where expiry happens, if nobody decides
             if CallState.PENDING_APPROVAL in states and CallState.AUTO_APPROVED not in states:
                 # Nothing can run before a human decides: stop now, in this transaction.
-                self._wait_for_approval(session)
+                self._wait_for_approval(session, calls)
                 return "waiting_approval"
 
         if reply.stop_reason == StopReason.REFUSAL:

@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models, transaction
+from django.db import connection, models, transaction
 
 from agentdash.models.sessions import AgentSession
 
@@ -44,11 +44,21 @@ class PolicyVersion(models.Model):
             cls.objects.get_or_create(pk=1)
 
     @classmethod
-    def current(cls) -> uuid.UUID:
-        """The token now. A database without the row (a flushed test database) gets one
-        with a new token, which no cache can be holding."""
-        token = cls.objects.filter(pk=1).values_list("token", flat=True).first()
-        return token if token is not None else cls.objects.get_or_create(pk=1)[0].token
+    def current(cls) -> str:
+        """The token now, as 32 hex digits. A database without the row (a flushed test
+        database) gets one with a new token, which no cache can be holding."""
+        # Plain SQL: the runner asks at every model reply, and on SQLite building the
+        # ORM's query costs twenty times running it (190 µs against 10).
+        with connection.cursor() as cursor:
+            cursor.execute(_TOKEN_SQL)
+            row = cursor.fetchone()
+        token = row[0] if row is not None else cls.objects.get_or_create(pk=1)[0].token
+        # SQLite hands back hex, PostgreSQL a UUID: one form for the caches to compare.
+        return uuid.UUID(str(token)).hex
+
+
+# S608: the table's name comes from the model, never from input.
+_TOKEN_SQL = f'SELECT "token" FROM "{PolicyVersion._meta.db_table}" WHERE "id" = 1'  # noqa: S608
 
 
 class PolicyRuleQuerySet(models.QuerySet["PolicyRule"]):

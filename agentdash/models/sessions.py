@@ -102,6 +102,8 @@ class AgentSession(models.Model):
     # Set while a rate limit holds the session back: its next step is queued for then,
     # and the sweep leaves it alone until then.
     rate_limited_until = models.DateTimeField(null=True, blank=True)
+    # When the step queued to expire its undecided calls runs (runner._wait_for_approval).
+    expiry_check_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -26,6 +26,14 @@ def tiny_deadlines(settings) -> None:
     settings.AGENTDASH_APPROVAL_TIMEOUT_SECONDS = DEADLINE_SECONDS
 
 
+def later_steps() -> list[DBTaskResult]:
+    """Steps queued to run later (a step queued to run at once has no run_after)."""
+    now = timezone.now()
+    return list(
+        DBTaskResult.objects.filter(run_after__gt=now, run_after__lt=now + timedelta(days=1))
+    )
+
+
 def wait_past(call: ToolCall) -> None:
     """Sleep until the call's deadline has certainly passed."""
     left = (call.expires_at - timezone.now()).total_seconds()
@@ -123,3 +131,34 @@ def test_a_rule_sets_its_own_deadline(run_queued_steps):
     make_rule(tool="write_file", action="ask", expires_after=timedelta(hours=8))
     [call] = paused_on(run_queued_steps, tool_use("write_file", "w1", path="a.txt", content="a"))
     assert call.expires_at - call.proposed_at == timedelta(hours=8)
+
+
+def test_a_session_pausing_again_within_a_deadline_queues_one_expiry_step(
+    run_queued_steps, operator
+):
+    session = start(
+        [tool_use("write_file", "w1", path="a.txt", content="a")],
+        [tool_use("write_file", "w2", path="b.txt", content="b")],
+        [text("Done.")],
+    )
+    run_queued_steps()
+    first = calls_of(session)[0]
+    decide(first.pk, user=operator, approve=True)
+    run_queued_steps()  # runs it, and the session pauses again on the second call
+    second = calls_of(session)[1]
+    assert second.state == CallState.PENDING_APPROVAL
+    [queued] = later_steps()
+    assert queued.run_after == first.expires_at  # the first pause's, earlier than needed
+
+    # Its time comes: nothing is overdue yet, so it queues one for the second call.
+    AgentSession.objects.filter(pk=session.pk).update(expiry_check_at=timezone.now())
+    DBTaskResult.objects.filter(pk=queued.pk).update(run_after=timezone.now())
+    run_queued_steps()
+    assert ToolCall.objects.get(pk=second.pk).state == CallState.PENDING_APPROVAL
+    assert DBTaskResult.objects.filter(run_after=second.expires_at).exists()
+
+    ToolCall.objects.filter(pk=second.pk).update(expires_at=timezone.now())
+    DBTaskResult.objects.update(run_after=timezone.now())
+    run_queued_steps()
+    assert ToolCall.objects.get(pk=second.pk).state == CallState.EXPIRED
+    assert reload(session).status == SessionStatus.COMPLETED

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import threading
 
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 from agentdash.live import fragments, groups
@@ -51,6 +51,8 @@ def changed(session_id: int, *, call_id: int | None = None, message_id: int | No
     """
 
     def publish() -> None:
+        if not _anyone_listening():
+            return
         for pushes in fragments.change(session_id, call_id=call_id, message_id=message_id):
             send(pushes)
 
@@ -61,9 +63,25 @@ def publish_text(session_id: int, text: str) -> None:
     """Append a piece of the reply the model is writing to the session's pages.
 
     Passed to SessionRunner as its `on_text` callback; nothing is stored."""
+    if not _anyone_listening():
+        return
     html = fragments.text_delta(session_id, text)
     topic = groups.session(session_id)
     send([(groups.for_audience(topic, can_decide=flag), html) for flag in (True, False)])
+
+
+def _anyone_listening() -> bool:
+    """Whether a push could reach a page. Rendering costs more than the step that caused
+    it, so a process whose in-memory layer has no socket in any group (a benchmark, a
+    command, a server nobody has open) skips it. Through Redis, other processes' sockets
+    cannot be seen from here: always push."""
+    layer = get_channel_layer()
+    if not isinstance(layer, InMemoryChannelLayer):
+        return layer is not None
+    try:
+        return any(layer.groups.values())
+    except RuntimeError:  # the server's loop changed the groups meanwhile: someone is there
+        return True
 
 
 def bind_loop(loop: asyncio.AbstractEventLoop) -> None:

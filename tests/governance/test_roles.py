@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import threading
 
 import pytest
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
+from django.core.management import call_command
 from django.db import connections
 
 from agentdash import audit
@@ -255,3 +257,20 @@ def test_concurrent_decisions(scenario, run_queued_steps, operator, second_opera
 @pytest.mark.parametrize("scenario", RACES)
 def test_concurrent_decisions_on_postgresql(scenario, run_queued_steps, operator, second_operator):
     scenario(run_queued_steps, operator, second_operator)
+
+
+def test_the_decide_command_says_when_a_call_waits_for_another_approval(
+    run_queued_steps, operator, second_operator
+):
+    make_rule(tool="write_file", action="ask", approvals_required=2)
+    [call] = paused_on(run_queued_steps, WRITE)
+
+    def agent_decide(username: str) -> str:
+        out = io.StringIO()
+        call_command("agent", "decide", str(call.pk), "--approve", "--user", username, stdout=out)
+        return out.getvalue().strip()
+
+    assert agent_decide("olivia") == (
+        f"Call {call.pk} approved (1 of 2 approvals; it waits for the rest) by user:olivia."
+    )
+    assert agent_decide("oscar") == f"Call {call.pk} approved by user:oscar."

@@ -148,6 +148,10 @@ class Command(BaseCommand):
         except (AlreadyDecided, PermissionDenied, InvalidEdit) as error:
             raise CommandError(str(error)) from None
         verb = "approved" if decision.approved else "rejected"
+        call = decision.tool_call
+        if call.state == ToolCall.State.PENDING_APPROVAL:  # a call that needs two approvals
+            given, needed = call.approvals_given(), call.approvals_required
+            verb = f"approved ({given} of {needed} approvals; it waits for the rest)"
         self.stdout.write(f"Call {options['call']} {verb} by {decision.actor}.")
 
     # -- worker -----------------------------------------------------------------------

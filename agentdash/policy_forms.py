@@ -67,6 +67,11 @@ class PolicyRuleForm(forms.ModelForm):
     def clean_approvals_required(self) -> int:
         return self.cleaned_data["approvals_required"] or 1
 
+    def clean_conditions(self) -> Any:
+        # An emptied textarea means no conditions, not the JSON value null.
+        conditions = self.cleaned_data["conditions"]
+        return [] if conditions is None else conditions
+
     def preview(self, *, last: int = 50) -> list[policy.PreviewRow]:
         """What the rule, as entered, would have decided for the latest calls; valid
         forms only. Nothing is saved."""

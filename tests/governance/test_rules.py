@@ -168,6 +168,14 @@ def test_a_rule_that_could_not_be_applied_is_a_form_error(data, field, words):
     assert any(words in message for message in errors[field]), errors
 
 
+def test_empty_approval_options_and_conditions_mean_the_defaults():
+    form = PolicyRuleForm(
+        data={"name": "x", "position": 0, "action": "deny", "tool": "run_shell", "conditions": ""}
+    )
+    assert form.is_valid(), form.errors
+    assert (form.instance.conditions, form.instance.approvals_required) == ([], 1)
+
+
 def test_a_session_rule_is_checked_against_that_sessions_tools():
     session = start([text("hi")], enabled_tools=["read_file"])
     form = PolicyRuleForm(

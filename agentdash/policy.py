@@ -6,7 +6,9 @@ How a valid call of `tool` with its validated `arguments` is decided:
    id): the first rule that matches decides. `allow` runs the call, `ask` makes it wait
    for an operator (with the rule's approval options: a required group, two approvals,
    four eyes, its own deadline), `deny` stops it for good: it never runs and the model
-   reads which rule said no.
+   reads which rule said no. One exception: a rule made by "approve and allow for this
+   session" (from_approval) yields to a later global rule that denies or asks more than
+   one operator's yes (RuleSet.decide).
 2. No rule matches: the tool's hints decide. A tool that requires confirmation, is
    destructive or reaches outside the sandbox (open world) waits for an operator; any
    other tool (read-only, or with no hint at all) runs. When hints disagree, asking

@@ -104,14 +104,10 @@ def test_an_operator_decides_only_the_arguments_they_saw(run_queued_steps, opera
     ],
 )
 def test_the_hash_survives_the_database_round_trip(run_queued_steps, arguments):
+    # On PostgreSQL (make test's second pass) jsonb gives 1e20 back as an integer.
     [call] = paused_on(run_queued_steps, *writes("a"))
     ToolCall.objects.filter(pk=call.pk).update(arguments=arguments)
     assert ToolCall.objects.get(pk=call.pk).arguments_hash == arguments_hash(arguments)
-
-
-@pytest.mark.postgres
-def test_the_hash_survives_the_round_trip_through_jsonb(run_queued_steps):
-    test_the_hash_survives_the_database_round_trip(run_queued_steps, {"b": 1e20, "a": 1.5})
 
 
 def test_a_batch_of_one_step_is_decided_together_each_call_audited(run_queued_steps, operator):

@@ -9,16 +9,15 @@ from anthropic.types import RawMessageStreamEvent
 
 from .base import (
     INPUT_ERROR,
-    KEYLESS_PLACEHOLDER,
     RAW_ARGUMENTS,
     ModelReply,
     ModelRequest,
+    SDKProvider,
     StopReason,
     TextCallback,
     ToolInputBuffer,
     Usage,
     guarded,
-    resolve_endpoint,
 )
 from .errors import (
     STATUS_OF_ERROR_TYPE,
@@ -51,35 +50,12 @@ _USAGE_FIELDS = (
 )
 
 
-class AnthropicProvider:
+class AnthropicProvider(SDKProvider):
     name = "anthropic"
     label = "Anthropic"
-
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        max_retries: int | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        self.endpoint = resolve_endpoint(
-            "ANTHROPIC",
-            DEFAULT_BASE_URL,
-            api_key=api_key,
-            base_url=base_url,
-            max_retries=max_retries,
-            timeout=timeout,
-        )
-        self._client = anthropic.Anthropic(
-            api_key=self.endpoint.api_key or KEYLESS_PLACEHOLDER,
-            base_url=self.endpoint.base_url,
-            max_retries=self.endpoint.max_retries,
-            timeout=self.endpoint.timeout,
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.endpoint!r})"
+    env_prefix = "ANTHROPIC"
+    default_base_url = DEFAULT_BASE_URL
+    client_class = anthropic.Anthropic
 
     def complete(self, request: ModelRequest, on_text: TextCallback | None = None) -> ModelReply:
         params: dict[str, Any] = {

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from django.conf import settings
 
@@ -245,6 +245,41 @@ def resolve_endpoint(
         max_retries=settings.AGENTDASH_PROVIDER_MAX_RETRIES if max_retries is None else max_retries,
         timeout=settings.AGENTDASH_PROVIDER_TIMEOUT if timeout is None else timeout,
     )
+
+
+class SDKProvider:
+    """A provider that calls an HTTP API through its vendor's SDK client: where and how
+    it calls comes from `resolve_endpoint`, under the SDK's own environment variables."""
+
+    env_prefix: ClassVar[str]  # "ANTHROPIC" reads ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL
+    default_base_url: ClassVar[str]
+    client_class: ClassVar[Callable[..., Any]]  # anthropic.Anthropic, openai.OpenAI
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.endpoint = resolve_endpoint(
+            self.env_prefix,
+            self.default_base_url,
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=max_retries,
+            timeout=timeout,
+        )
+        self._client = self.client_class(
+            api_key=self.endpoint.api_key or KEYLESS_PLACEHOLDER,
+            base_url=self.endpoint.base_url,
+            max_retries=self.endpoint.max_retries,
+            timeout=self.endpoint.timeout,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.endpoint!r})"
 
 
 def configured_reason(env_prefix: str) -> str | None:

@@ -10,16 +10,15 @@ import openai
 from openai.types.chat import ChatCompletionChunk
 
 from .base import (
-    KEYLESS_PLACEHOLDER,
     RAW_ARGUMENTS,
     ModelReply,
     ModelRequest,
+    SDKProvider,
     StopReason,
     TextCallback,
     ToolInputBuffer,
     Usage,
     guarded,
-    resolve_endpoint,
 )
 from .errors import (
     ProviderError,
@@ -43,35 +42,12 @@ _FINISH_REASONS = {
 }
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(SDKProvider):
     name = "openai"
     label = "OpenAI-compatible API"
-
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        max_retries: int | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        self.endpoint = resolve_endpoint(
-            "OPENAI",
-            DEFAULT_BASE_URL,
-            api_key=api_key,
-            base_url=base_url,
-            max_retries=max_retries,
-            timeout=timeout,
-        )
-        self._client = openai.OpenAI(
-            api_key=self.endpoint.api_key or KEYLESS_PLACEHOLDER,
-            base_url=self.endpoint.base_url,
-            max_retries=self.endpoint.max_retries,
-            timeout=self.endpoint.timeout,
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.endpoint!r})"
+    env_prefix = "OPENAI"
+    default_base_url = DEFAULT_BASE_URL
+    client_class = openai.OpenAI
 
     def complete(self, request: ModelRequest, on_text: TextCallback | None = None) -> ModelReply:
         params: dict[str, Any] = {

@@ -17,6 +17,7 @@ import pkgutil
 import platform
 import statistics
 import subprocess
+import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,60 @@ class Figure:
     target: str = ""  # e.g. "< 8 µs"; empty when there is nothing to meet
     passed: bool | None = None  # None when there is no target
     note: str = ""
+
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
+
+
+def probe_in_child(
+    module: str,
+    database: str,
+    *,
+    bench_db: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> dict[str, Any]:
+    """Run `python -m <module> --probe <database>` on a fresh database (a temporary var
+    dir for SQLite, `bench_db` re-created for PostgreSQL) and return the JSON it prints
+    last. Django is configured once per process, so each database gets a child."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="agentdash-bench-") as var_dir:
+        child_env = {
+            **os.environ,
+            "AGENTDASH_VAR_DIR": var_dir,
+            "AGENTDASH_LOG": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "agentdash.settings",
+            **(env or {}),
+        }
+        if database == "postgres":
+            _recreate_postgres_database(bench_db)
+            child_env["DATABASE_URL"] = f"{POSTGRES_SERVER}/{bench_db}"
+        else:
+            child_env.pop("DATABASE_URL", None)
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--probe", database],
+            cwd=ROOT,
+            env=child_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"the {database} probe failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _recreate_postgres_database(name: str) -> None:
+    import psycopg
+
+    try:
+        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as db:
+            db.execute(f"DROP DATABASE IF EXISTS {name}")
+            db.execute(f"CREATE DATABASE {name}")
+    except psycopg.OperationalError as error:
+        raise RuntimeError(f"no PostgreSQL at {POSTGRES_SERVER}: {error}") from None
 
 
 def percentile(values: Sequence[float], percent: float) -> float:

@@ -22,20 +22,14 @@ process exactly as `make run` runs it:
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Figure, percentile
+from benchmarks.harness import Figure, percentile, probe_in_child
 
-ROOT = Path(__file__).resolve().parent.parent
-POSTGRES_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
 BENCH_DB = "agentdash_bench"
 TURNS = 100
 CALLS_PER_TURN = 10
@@ -96,40 +90,7 @@ def _figures(database: str, data: dict[str, Any]) -> list[Figure]:
 
 
 def _probe_in_child(database: str) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="agentdash-bench-") as var_dir:
-        env = {
-            **os.environ,
-            "AGENTDASH_VAR_DIR": var_dir,
-            "AGENTDASH_LOG": "WARNING",
-            "DJANGO_SETTINGS_MODULE": "agentdash.settings",
-        }
-        if database == "postgres":
-            _recreate_postgres_database()
-            env["DATABASE_URL"] = f"{POSTGRES_SERVER}/{BENCH_DB}"
-        else:
-            env.pop("DATABASE_URL", None)
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.pipeline", "--probe", database],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    if done.returncode != 0:
-        raise RuntimeError(f"the {database} probe failed: {done.stderr.strip()[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _recreate_postgres_database() -> None:
-    import psycopg
-
-    try:
-        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as db:
-            db.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
-            db.execute(f"CREATE DATABASE {BENCH_DB}")
-    except psycopg.OperationalError as error:
-        raise RuntimeError(f"no PostgreSQL at {POSTGRES_SERVER}: {error}") from None
+    return probe_in_child("benchmarks.pipeline", database, bench_db=BENCH_DB, timeout=600)
 
 
 # -- inside the child process ----------------------------------------------------------

@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
+# A held response that nobody releases is answered after this long, so that a failing
+# test's server threads end.
+HOLD_LIMIT_SECONDS = 60.0
+
 
 @dataclass(frozen=True)
 class RecordedRequest:
@@ -36,6 +40,9 @@ class FakeResponse:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering, to provoke client timeouts
+    # Held until the test sets it (or HOLD_LIMIT_SECONDS pass): the request is in, the
+    # answer is not, so a test can kill or cut the client in the middle of a call.
+    hold: threading.Event | None = None
 
     @classmethod
     def json(cls, status: int, payload: object, headers: dict[str, str] | None = None) -> Self:
@@ -105,6 +112,8 @@ def _handler_for(fake: FakeHTTPServer) -> type[BaseHTTPRequestHandler]:
             )
             response = fake._respond(request)
             time.sleep(response.delay)
+            if response.hold is not None:
+                response.hold.wait(HOLD_LIMIT_SECONDS)
             try:
                 self.send_response(response.status)
                 self.send_header("Content-Type", response.content_type)

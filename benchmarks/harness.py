@@ -2,7 +2,8 @@
 
 A benchmark module is any module of this package (other than this one) with a
 `run() -> list[Figure]`. Results go to benchmarks/results/<timestamp>-<commit>.json, and
-latest.md shows the newest figures of every module.
+latest.md shows the newest figures of every module, beginning with one table of every
+figure that has a target; the README shows that table too, between its markers.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class Figure:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+# The README's copy of the table of targets lives between these lines.
+README_START = "<!-- figures:start -->"
+README_END = "<!-- figures:end -->"
 POSTGRES_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
 
 
@@ -151,31 +156,87 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, rows in figures.items():
         print(f"\n{name}\n{table(rows)}")
 
-    record = write(options.results, facts, figures)
+    # Only the project's own results belong in its README (not a --results elsewhere).
+    readme = README if options.results.resolve() == RESULTS else None
+    record = write(options.results, facts, figures, readme=readme)
     print(f"\nwritten to {record} and {options.results / 'latest.md'}")
+    if readme is not None:
+        print(f"the table of targets is in {readme}")
     failed = any(f.passed is False or f.value is None for rows in figures.values() for f in rows)
     return 1 if failed else 0
 
 
-def write(directory: Path, facts: dict[str, Any], figures: dict[str, list[Figure]]) -> Path:
+def write(
+    directory: Path,
+    facts: dict[str, Any],
+    figures: dict[str, list[Figure]],
+    *,
+    readme: Path | None = None,
+) -> Path:
+    """Keep the run in `directory`, rewrite its latest.md and, when given, the table of
+    targets in `readme` (between README_START and README_END)."""
     directory.mkdir(parents=True, exist_ok=True)
     stamp = facts["timestamp"].replace(":", "").replace("+0000", "Z")
     record = directory / f"{stamp}-{facts['commit']}.json"
     data = {**facts, "modules": {k: [dataclasses.asdict(f) for f in v] for k, v in figures.items()}}
     record.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     (directory / "latest.md").write_text(latest(directory))
+    if readme is not None:
+        update_readme(readme, targets_table(directory))
     return record
 
 
-def latest(directory: Path) -> str:
-    """A Markdown page of the newest figures of every module found in `directory`."""
+def _newest_runs(directory: Path) -> dict[str, dict[str, Any]]:
+    """Per module, the newest run in `directory` that measured it."""
     newest: dict[str, dict[str, Any]] = {}
     for path in sorted(directory.glob("*.json")):  # names start with the time: oldest first
         data = json.loads(path.read_text())
         for module in data["modules"]:
             newest[module] = data
+    return dict(sorted(newest.items()))
+
+
+def targets_table(directory: Path) -> str:
+    """One Markdown table of every figure with a target, from each module's newest run:
+    value, target, whether it was met, and the module, date and commit it came from."""
+    header = ("figure", "value", "unit", "target", "met", "module", "measured", "commit")
+    rows = []
+    for module, data in _newest_runs(directory).items():
+        commit = data["commit"] + (" (dirty)" if data["dirty"] else "")
+        measured = data["timestamp"][:16].replace("T", " ")
+        for row in data["modules"][module]:
+            figure = Figure(**row)
+            if figure.target:
+                cells = (figure.name, _number(figure.value), figure.unit, figure.target)
+                rows.append((*cells, _verdict(figure.passed), module, measured, commit))
+    if not rows:
+        return "No figure with a target has been measured yet: run `make bench`."
+    met = sum(row[4] == "yes" for row in rows)
+    lines = [f"| {' | '.join(row)} |" for row in [header, *rows]]
+    lines.insert(1, "|" + "---|" * len(header))
+    return "\n".join([*lines, "", f"{met} of {len(rows)} targets met."])
+
+
+def update_readme(readme: Path, table_text: str) -> bool:
+    """Put `table_text` between the README's markers. False (and the README untouched)
+    when it has no such pair of markers."""
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        print(f"{readme} has no {README_START} ... {README_END}: not updated", file=sys.stderr)
+        return False
+    before, after = text[: start + len(README_START)], text[end:]
+    readme.write_text(f"{before}\n{table_text}\n{after}")
+    return True
+
+
+def latest(directory: Path) -> str:
+    """A Markdown page: every figure with a target in one table, then the newest
+    figures of every module found in `directory`."""
+    newest = _newest_runs(directory)
     lines = ["# Latest benchmark figures", "", "Written by `make bench`; one run per module."]
-    for module, data in sorted(newest.items()):
+    lines += ["", "## Every figure with a target", "", targets_table(directory)]
+    for module, data in newest.items():
         rows = [Figure(**row) for row in data["modules"][module]]
         dirty = " (uncommitted changes)" if data["dirty"] else ""
         lines += [

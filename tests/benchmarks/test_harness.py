@@ -81,3 +81,60 @@ def test_modules_are_discovered_and_unknown_names_refused(capsys):
 def test_percentile():
     assert harness.percentile(list(range(1, 101)), 99) == pytest.approx(99.01)
     assert harness.percentile([3.0], 50) == 3.0
+
+
+def test_one_table_holds_every_figure_with_a_target_from_each_modules_newest_run(tmp_path):
+    harness.write(
+        tmp_path,
+        _facts("2026-11-25T10:00:00+00:00", "old0000"),
+        {
+            "executor": [Figure("overhead", 9.0, "µs", "< 8 µs", passed=False)],
+            "live": [
+                Figure("push p99", 68.5, "ms", "< 150", passed=True),
+                Figure("post", 51, "ms"),
+            ],
+        },
+    )
+    harness.write(
+        tmp_path,
+        {**_facts("2026-11-25T11:30:00+00:00", "new1111"), "dirty": True},
+        {"executor": [Figure("overhead", 5.0, "µs", "< 8 µs", passed=True)]},
+    )
+
+    table = harness.targets_table(tmp_path)
+
+    assert table.splitlines()[2:4] == [
+        "| overhead | 5 | µs | < 8 µs | yes | executor | 2026-11-25 11:30 | new1111 (dirty) |",
+        "| push p99 | 68.5 | ms | < 150 | yes | live | 2026-11-25 10:00 | old0000 |",
+    ]
+    assert "| post |" not in table  # no target, not in this table
+    assert table.endswith("2 of 2 targets met.")
+    page = (tmp_path / "latest.md").read_text()
+    assert page.index(table) < page.index("## executor")
+
+
+def test_the_readme_shows_the_table_between_its_markers_and_only_there(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"# Project\n\nintro\n\n{harness.README_START}\nold table\n{harness.README_END}\n\nrest\n"
+    )
+    results = tmp_path / "results"
+
+    harness.write(
+        results,
+        _facts("2026-11-25T10:00:00+00:00"),
+        {"live": [Figure("push p99", 68.5, "ms", "< 150", passed=True)]},
+        readme=readme,
+    )
+
+    text = readme.read_text()
+    assert text.startswith("# Project\n\nintro\n\n")
+    assert text.endswith(f"{harness.README_END}\n\nrest\n")
+    assert "old table" not in text
+    assert "| push p99 | 68.5 | ms | < 150 | yes | live |" in text
+    harness.write(results, _facts("2026-11-25T10:05:00+00:00"), {}, readme=readme)
+    assert readme.read_text() == text  # rewritten, not appended to
+
+    readme.write_text("# No markers\n")
+    assert harness.update_readme(readme, "table") is False
+    assert readme.read_text() == "# No markers\n"

@@ -7,75 +7,25 @@ next worker: the reply that never arrived is asked for once more, and stored onc
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
 
 import pytest
 
 from agentdash.models import AgentSession, Message, ToolCall
 from agentdash.sessions import start_session
 from agentdash.states import CallState, SessionStatus
-from tests.fakes import anthropic_server, openai_server
-from tests.fakes.http_server import FakeHTTPServer, FakeResponse
 from tests.faults.checks import assert_nothing_lost_or_doubled
+from tests.faults.providers import FakeProvider, serving_fake
 from tests.runner.test_crash_safety import status_of, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-@dataclass(frozen=True)
-class FakeProvider:
-    """A fake LLM API the worker processes are pointed at, and how to speak its format."""
-
-    name: str
-    server: FakeHTTPServer
-    tool_use: Callable[..., FakeResponse]  # (call_id, tool, arguments, hold=None)
-    text: Callable[[str], FakeResponse]
-
-
-def _anthropic(server: anthropic_server.FakeAnthropicServer) -> FakeProvider:
-    def tool_use(call_id: str, tool: str, arguments: dict, hold=None) -> FakeResponse:
-        block = {"type": "tool_use", "id": call_id, "name": tool, "input": arguments}
-        response = anthropic_server.message_stream([block], stop_reason="tool_use")
-        return _held(response, hold)
-
-    def text(words: str, hold=None) -> FakeResponse:
-        return _held(anthropic_server.message_stream([{"type": "text", "text": words}]), hold)
-
-    return FakeProvider("anthropic", server, tool_use, text)
-
-
-def _openai(server: openai_server.FakeOpenAIServer) -> FakeProvider:
-    def tool_use(call_id: str, tool: str, arguments: dict, hold=None) -> FakeResponse:
-        call = {"id": call_id, "name": tool, "arguments": json.dumps(arguments)}
-        response = openai_server.chat_stream(tool_calls=[call], finish_reason="tool_calls")
-        return _held(response, hold)
-
-    def text(words: str, hold=None) -> FakeResponse:
-        return _held(openai_server.chat_stream(text=words), hold)
-
-    return FakeProvider("openai", server, tool_use, text)
-
-
-def _held(response: FakeResponse, hold: threading.Event | None) -> FakeResponse:
-    return replace(response, hold=hold)
-
-
 @pytest.fixture(params=["anthropic", "openai"])
 def provider(request, monkeypatch) -> Iterator[FakeProvider]:
-    """The fake API, with the environment that points worker processes at it."""
-    if request.param == "anthropic":
-        with anthropic_server.FakeAnthropicServer() as server:
-            monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fault-test")
-            monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-            yield _anthropic(server)
-    else:
-        with openai_server.FakeOpenAIServer() as server:
-            monkeypatch.setenv("OPENAI_API_KEY", "sk-fault-test")
-            monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-            yield _openai(server)
+    with serving_fake(request.param, monkeypatch) as fake:
+        yield fake
 
 
 def test_a_worker_killed_while_the_model_answers_leaves_the_call_to_the_next(

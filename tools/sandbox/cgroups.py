@@ -104,9 +104,8 @@ class RunCgroups:
     directories: dict[str, Path]
 
     @classmethod
-    def create(
-        cls, controllers: tuple[str, ...], *, max_tasks: int, memory_bytes: int
-    ) -> RunCgroups:
+    def create(cls, controllers: tuple[str, ...]) -> RunCgroups:
+        """New groups, with no limits until `set_limits`."""
         name = f"{RUN_PREFIX}{os.getpid()}-{next(_counter)}"
         groups = cls({})
         try:
@@ -117,18 +116,29 @@ class RunCgroups:
                 directory = parent / name
                 directory.mkdir()
                 groups.directories[controller] = directory
-                if controller == "pids":
-                    (directory / "pids.max").write_text(str(max_tasks))
-                elif controller == "memory":
-                    (directory / "memory.limit_in_bytes").write_text(str(memory_bytes))
-                    # Without this the run could swap instead of meeting its limit.
-                    memsw = directory / "memory.memsw.limit_in_bytes"
-                    if memsw.exists():
-                        memsw.write_text(str(memory_bytes))
         except BaseException:
             groups.remove()
             raise
         return groups
+
+    def set_limits(self, *, max_tasks: int, memory_bytes: int) -> None:
+        """Set (or change, before the run starts) the groups' limits."""
+        if "pids" in self.directories:
+            (self.directories["pids"] / "pids.max").write_text(str(max_tasks))
+        if "memory" in self.directories:
+            directory = self.directories["memory"]
+            memory = directory / "memory.limit_in_bytes"
+            # Without a memory+swap limit the run could swap instead of meeting its limit.
+            memsw = directory / "memory.memsw.limit_in_bytes"
+            files = [memory, memsw] if memsw.exists() else [memory]
+            try:
+                for limit in files:
+                    limit.write_text(str(memory_bytes))
+            except OSError:
+                # The kernel keeps memory <= memory+swap at every step: to raise both,
+                # the second goes first.
+                for limit in reversed(files):
+                    limit.write_text(str(memory_bytes))
 
     def procs_files(self) -> list[Path]:
         return [directory / "cgroup.procs" for directory in self.directories.values()]

@@ -1,15 +1,19 @@
 """The process backend: each run is a fresh process in its own namespaces (bubblewrap), its
 own pids and memory cgroups, under rlimits, with nothing of the server's environment.
 
-How a run starts, and why in this order: a shell started on a pipe waits for a "go" line.
-While it waits, the server moves it into the run's cgroups and sets its rlimits
-(`prlimit`), then sends "go"; the shell execs bubblewrap, which builds the namespaces and
-the private filesystem view and runs the code. So everything of the run is born inside
-its limits, with no `preexec_fn` (unsafe in a threaded server). Should the server die
-before "go", the shell reads end-of-file and runs nothing. (bubblewrap's own --block-fd
-would let the run go on end-of-file, unconfined.)
+How a run starts, and why in this order: a small holder process (perl, HOLDER below) is
+started ahead of the run, moved into fresh cgroups, and left blocked reading its program
+from a pipe. When the run comes, the server sets the holder's rlimits (`prlimit`) and the
+groups' limits, then writes the program (the bubblewrap command line with the code) and
+closes the pipe; the holder execs it, and bubblewrap builds the namespaces and the private
+filesystem view and runs the code. So everything of the run is born inside its limits,
+with no `preexec_fn` (unsafe in a threaded server), and joining the cgroups (which waits
+for an RCU grace period, milliseconds) happens while the previous run is going, not on
+this run's critical path. Should the server die before writing, the holder reads an
+incomplete program and runs nothing. (bubblewrap's own --block-fd would let the run go on
+end-of-file, unconfined.)
 
-Without bubblewrap (or where user namespaces are refused) the shell execs the program
+Without bubblewrap (or where user namespaces are refused) the holder execs the program
 itself; what that leaves unenforced is reported.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import os
 import resource
@@ -26,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -52,6 +58,8 @@ SANDBOX_TMP: Final = "/tmp"  # noqa: S108 - inside the sandbox: a fresh tmpfs pe
 CGROUP_FIRST_PAUSE: Final = 0.0005  # seconds; doubled up to CGROUP_LAST_PAUSE (~2 s in all)
 CGROUP_LAST_PAUSE: Final = 1.0
 STREAM_LIMIT: Final = 64 * 1024  # asyncio's default buffer for a subprocess's pipes
+PIPE_BUFFER: Final = 64 * 1024  # what a Linux pipe holds unless made larger
+PERL: Final = "/usr/bin/perl"
 
 
 @dataclass(frozen=True)
@@ -116,7 +124,7 @@ class CgroupRemovals:
     def remove(self, groups: RunCgroups) -> None:
         if groups.remove():
             return
-        task = asyncio.get_running_loop().create_task(self._remove_when_released(groups))
+        task = asyncio.get_running_loop().create_task(self.remove_when_released(groups))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -124,7 +132,7 @@ class CgroupRemovals:
         await asyncio.gather(*self._pending)
 
     @staticmethod
-    async def _remove_when_released(groups: RunCgroups) -> None:
+    async def remove_when_released(groups: RunCgroups) -> None:
         pause = CGROUP_FIRST_PAUSE
         while pause < CGROUP_LAST_PAUSE:
             await asyncio.sleep(pause)
@@ -250,6 +258,7 @@ class ProcessSandbox(Sandbox):
         }
 
     async def aclose(self) -> None:
+        await _holders_of_running_loop(self.controllers).release()
         await self._removals.wait()
 
     def _kill_reach(self) -> str:
@@ -261,73 +270,47 @@ class ProcessSandbox(Sandbox):
 
     async def _run(self, command: Command, workdir: Path, limits: Limits) -> SandboxResult:
         started = time.monotonic()
-        groups = (
-            RunCgroups.create(
-                self.controllers,
+        program = list(command.argv) if command.argv else self.interpreter.argv(command.code or "")
+        if self.use_bwrap:
+            program = [*bwrap_argv(self.interpreter, workdir), *program]
+        holder = await _holders_of_running_loop(self.controllers).take()
+        try:
+            return await self._run_held(holder, program, workdir, limits, started)
+        finally:
+            if holder.groups is not None:
+                self._removals.remove(holder.groups)
+
+    async def _run_held(
+        self,
+        holder: Holder,
+        program: list[str],
+        workdir: Path,
+        limits: Limits,
+        started: float,
+    ) -> SandboxResult:
+        try:
+            holder.start(
+                program,
+                workdir,
+                rlimits(limits, address_space="memory" not in self.controllers),
                 # bubblewrap's two processes (outside, and pid 1 inside) count too
                 max_tasks=limits.max_processes + (2 if self.use_bwrap else 0),
                 memory_bytes=limits.memory_mb * MIB,
             )
-            if self.controllers
-            else None
-        )
-        try:
-            return await self._run_in(command, workdir, limits, groups, started)
-        finally:
-            if groups is not None:
-                self._removals.remove(groups)
-
-    async def _run_in(
-        self,
-        command: Command,
-        workdir: Path,
-        limits: Limits,
-        groups: RunCgroups | None,
-        started: float,
-    ) -> SandboxResult:
-        program = list(command.argv) if command.argv else self.interpreter.argv(command.code or "")
-        if self.use_bwrap:
-            program = [*bwrap_argv(self.interpreter, workdir), *program]
-        go_r, go_w = os.pipe()
-        try:
-            proc, exit_code = await _spawn(program, workdir, stdin=go_r)
         except BaseException:
-            os.close(go_w)
+            holder.kill()  # its program may not have been written whole; make sure of it
+            await holder.exit_code
             raise
-        finally:
-            os.close(go_r)
-
-        def kill() -> None:
-            if groups is not None:
-                groups.kill()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-
-        try:
-            if groups is not None:
-                groups.add(proc.pid)
-            address_space = "memory" not in self.controllers
-            for which, value in rlimits(limits, address_space=address_space).items():
-                resource.prlimit(proc.pid, which, value)
-            os.write(go_w, b"go\n")
-        except BaseException:
-            kill()  # it was never told to go; make sure of it
-            await exit_code
-            raise
-        finally:
-            os.close(go_w)
-
-        assert proc.stdout is not None
-        assert proc.stderr is not None
         finished = await self.supervise(
-            wait=exit_code,
-            stdout=proc.stdout,
-            stderr=proc.stderr,
-            kill=kill,
+            wait=holder.exit_code,
+            stdout=holder.stdout,
+            stderr=holder.stderr,
+            kill=holder.kill,
             limits=limits,
             started=started,
         )
-        kill()  # nothing of a finished run may outlive it (no-op inside a pid namespace)
+        holder.kill()  # nothing of a finished run may outlive it (no-op inside a pid namespace)
+        groups = holder.groups
         return finished.result(
             limit_hit(
                 finished.exit_code,
@@ -337,9 +320,25 @@ class ProcessSandbox(Sandbox):
         )
 
 
-# The shell that holds a run until its limits are set. `read` fails on end-of-file, so a
-# server that dies before saying "go" starts nothing. The program's stdin is /dev/null.
-HOLD: Final = 'read -r go && [ "$go" = go ] && exec "$@" </dev/null'
+# The holder: reads its program from stdin (the length of what follows, a newline, then
+# the working directory and the arguments, each ended by a NUL), checks it arrived whole,
+# and execs it with stdin on /dev/null. A pipe closed early (the server died, or let a
+# prepared holder go) gives an incomplete program, and nothing runs. Perl because it is
+# always there on Debian (perl-base is essential) and starts in about a millisecond, and
+# because a shell cannot read NUL-separated arguments.
+HOLDER: Final = r"""
+my $data = do { local $/; <STDIN> };
+exit 111 unless defined $data && $data =~ s/\A(\d+)\n//;
+exit 111 unless length($data) == $1 && substr($data, -1) eq "\0";
+my @args = split /\0/, substr($data, 0, -1), -1;
+my $cwd = shift @args;
+exit 111 unless @args && chdir $cwd;
+$ENV{HOME} = $cwd;
+open STDIN, "<", "/dev/null" or exit 111;
+exec { $args[0] } @args;
+print STDERR "$args[0]: $!\n";
+exit 127;
+"""
 
 
 class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
@@ -365,26 +364,156 @@ class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
             self.exit_status.set_result(exit_status(returncode))
 
 
-async def _spawn(
-    program: list[str], workdir: Path, *, stdin: int
-) -> tuple[asyncio.subprocess.Process, asyncio.Future[int]]:
-    """Start `program` held by the shell, which reads "go" from `stdin`, with only PATH,
+class Holder:
+    """A process started ahead of a run, already in the run's cgroups, blocked until it is
+    given its program (see HOLDER)."""
+
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        exit_code: asyncio.Future[int],
+        program_pipe: int,
+        groups: RunCgroups | None,
+    ) -> None:
+        self.process = process
+        self.exit_code = exit_code
+        self.groups = groups
+        # A file object, so that a holder dropped unused closes its pipe and ends.
+        self._program_pipe = os.fdopen(program_pipe, "wb", buffering=0)
+        assert process.stdout is not None
+        assert process.stderr is not None
+        self.stdout: asyncio.StreamReader = process.stdout
+        self.stderr: asyncio.StreamReader = process.stderr
+
+    @classmethod
+    async def start_new(cls, controllers: tuple[str, ...]) -> Holder:
+        """Start a holder and move it into fresh cgroups (in a thread: joining one waits
+        for an RCU grace period). Its limits are set when it is given its program."""
+        program_r, program_w = os.pipe()
+        try:
+            process, exit_code = await _spawn_holder(stdin=program_r)
+        except BaseException:
+            os.close(program_w)
+            raise
+        finally:
+            os.close(program_r)
+        holder = cls(process, exit_code, program_w, None)
+        try:
+            if controllers:
+                # Limited when the run's limits are known; nothing runs before then.
+                holder.groups = RunCgroups.create(controllers)
+                await asyncio.to_thread(holder.groups.add, process.pid)
+        except BaseException:
+            await holder.discard()
+            raise
+        return holder
+
+    def alive(self) -> bool:
+        return not self.exit_code.done()
+
+    def start(
+        self,
+        program: list[str],
+        workdir: Path,
+        rlimits: dict[int, tuple[int, int]],
+        *,
+        max_tasks: int,
+        memory_bytes: int,
+    ) -> None:
+        """Set the run's limits, then give the holder its program, which it runs at once."""
+        if self.groups is not None:
+            self.groups.set_limits(max_tasks=max_tasks, memory_bytes=memory_bytes)
+        for which, value in rlimits.items():
+            resource.prlimit(self.process.pid, which, value)
+        fields = b"".join(os.fsencode(part) + b"\0" for part in [str(workdir), *program])
+        message = b"%d\n%s" % (len(fields), fields)
+        if len(message) > PIPE_BUFFER:
+            # Room for all of it, so that the write does not wait for the holder to read.
+            fcntl.fcntl(self._program_pipe, fcntl.F_SETPIPE_SZ, len(message))
+        self._program_pipe.write(message)
+        self._program_pipe.close()
+
+    def kill(self) -> None:
+        """End everything of the run: its cgroups' processes, and its process group."""
+        if self.groups is not None:
+            self.groups.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    async def discard(self) -> None:
+        """End a holder that will not run anything, and remove its groups."""
+        self._program_pipe.close()  # it reads an incomplete program and exits
+        self.kill()
+        await self.exit_code
+        await self.process.wait()  # its pipes' transports close with it
+        if self.groups is not None:
+            await CgroupRemovals.remove_when_released(self.groups)
+
+
+class Holders:
+    """Keeps a holder ready for the next run of an event loop, prepared while the current
+    one runs. One per loop and set of cgroup controllers, shared by every process sandbox
+    there (a holder is not bound to a sandbox's limits or interpreter)."""
+
+    def __init__(self, controllers: tuple[str, ...]) -> None:
+        self.controllers = controllers
+        self._ready: asyncio.Task[Holder] | None = None
+
+    async def take(self) -> Holder:
+        ready, self._ready = self._ready, None
+        holder = None
+        if ready is not None:
+            try:
+                holder = await ready
+            except Exception:
+                logger.exception("a sandbox holder prepared ahead failed; starting another")
+            if holder is not None and not holder.alive():
+                await holder.discard()
+                holder = None
+        if holder is None:
+            holder = await Holder.start_new(self.controllers)
+        if self._ready is None:  # (a run that overlapped this one may have started one)
+            self._ready = asyncio.get_running_loop().create_task(Holder.start_new(self.controllers))
+        return holder
+
+    async def release(self) -> None:
+        """End the holder kept ready (a sandbox closing; the next run starts another)."""
+        ready, self._ready = self._ready, None
+        if ready is None:
+            return
+        try:
+            holder = await ready
+        except Exception:
+            return
+        await holder.discard()
+
+
+_holders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], Holders]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _holders_of_running_loop(controllers: tuple[str, ...]) -> Holders:
+    by_controllers = _holders.setdefault(asyncio.get_running_loop(), {})
+    return by_controllers.setdefault(controllers, Holders(controllers))
+
+
+async def _spawn_holder(*, stdin: int) -> tuple[asyncio.subprocess.Process, asyncio.Future[int]]:
+    """Start HOLDER reading its program from `stdin`, in a new session, with only PATH,
     HOME and LANG in its environment (bubblewrap clears even those). Returns the process
     and its exit status to come."""
     loop = asyncio.get_running_loop()
     protocol = _Protocol(loop)
     transport, _ = await loop.subprocess_exec(
         lambda: protocol,
-        "/bin/sh",
-        "-c",
-        HOLD,
-        "sh",
-        *program,
+        PERL,
+        "-e",
+        HOLDER,
         stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={"PATH": SANDBOX_PATH, "HOME": str(workdir), "LANG": "C.UTF-8"},
-        cwd=workdir,
+        env={"PATH": SANDBOX_PATH, "HOME": SANDBOX_TMP, "LANG": "C.UTF-8"},
+        cwd="/",
         start_new_session=True,
     )
     return asyncio.subprocess.Process(transport, protocol, loop), protocol.exit_status

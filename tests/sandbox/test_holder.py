@@ -1,0 +1,43 @@
+"""The process backend's holder: started ahead of a run inside the run's cgroups, it runs
+its program only once that arrived whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tools.sandbox.cgroups import usable_controllers
+from tools.sandbox.process import Holder
+
+
+async def test_a_holder_waits_in_its_cgroups_and_runs_its_program_in_its_workdir(
+    tmp_path: Path,
+):
+    holder = await Holder.start_new(usable_controllers())
+    assert holder.groups is not None, "this host must give runs cgroups"
+    assert holder.groups.pids() == {holder.process.pid}
+    holder.start(
+        ["/bin/sh", "-c", 'pwd; echo "$HOME"; cat'], tmp_path, {}, max_tasks=8, memory_bytes=1 << 26
+    )
+    assert await holder.exit_code == 0
+    assert (await holder.stdout.read()).decode().split() == [str(tmp_path)] * 2
+    await holder.discard()
+    assert not any(path.exists() for path in holder.groups.directories.values())
+
+
+async def test_a_program_cut_short_does_not_run(tmp_path: Path):
+    """A server that dies while writing the program leaves the holder an incomplete one:
+    it exits without running any of it."""
+    holder = await Holder.start_new(())
+    fields = b"".join(part.encode() + b"\0" for part in [str(tmp_path), "/bin/touch", "ran"])
+    holder._program_pipe.write(b"%d\n%s" % (len(fields), fields[:-4]))
+    holder._program_pipe.close()
+    assert await holder.exit_code == 111
+    assert not (tmp_path / "ran").exists()
+    await holder.discard()
+
+
+async def test_a_holder_whose_server_went_away_runs_nothing():
+    holder = await Holder.start_new(usable_controllers())
+    holder._program_pipe.close()  # as when the server's process ends
+    assert await holder.exit_code == 111
+    await holder.discard()

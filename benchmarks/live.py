@@ -55,24 +55,31 @@ CARD_DELETED = re.compile(r'<div id="queue-card-(\d+)" hx-swap-oob="delete">')
 
 
 def run() -> list[Figure]:
+    try:
+        data = probe_embedded("benchmarks.live")
+    except RuntimeError as error:
+        return [Figure("approval to fragment at 50 sockets", None, "ms", note=str(error))]
+    return _figures(data)
+
+
+def probe_embedded(module: str, *, timeout: float = 900) -> dict[str, Any]:
+    """Run `python -m <module> --probe` in a fresh var dir on the embedded default (no
+    external database or channel layer) and return the JSON it prints last."""
     with tempfile.TemporaryDirectory(prefix="agentdash-live-bench-") as var_dir:
         env = os.environ | {"AGENTDASH_VAR_DIR": var_dir, "PYTHONUNBUFFERED": "1"}
-        # The embedded default: no external database or channel layer.
         for name in ("DATABASE_URL", "REDIS_URL"):
             env.pop(name, None)
         done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.live", "--probe"],
+            [sys.executable, "-m", module, "--probe"],
             cwd=ROOT,
             env=env,
             capture_output=True,
             text=True,
-            timeout=900,
+            timeout=timeout,
         )
     if done.returncode != 0:
-        note = f"the probe failed: {done.stderr.strip()[-2000:]}"
-        return [Figure("approval to fragment at 50 sockets", None, "ms", note=note)]
-    data = json.loads(done.stdout.strip().splitlines()[-1])
-    return _figures(data)
+        raise RuntimeError(f"the probe failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _figures(data: dict[str, Any]) -> list[Figure]:
@@ -122,10 +129,10 @@ def _probe() -> dict[str, Any]:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from tests.e2e.server import serving, session_cookie
+    from tests.e2e.server import serving
 
-    operators = _operators(SOCKETS)
-    cookies = ["=".join(session_cookie(user)) for user in operators]
+    operators = make_operators(SOCKETS)
+    cookies = cookies_of(operators)
 
     def pending_calls() -> list[tuple[int, int]]:
         sessions = [_pending_session(operators[0], n) for n in range(WARMUP_CALLS + CALLS)]
@@ -135,7 +142,8 @@ def _probe() -> dict[str, Any]:
         return asyncio.run(_measure(server, cookies, pending_calls))
 
 
-def _operators(count: int) -> list[Any]:
+def make_operators(count: int) -> list[Any]:
+    """`count` users who may decide calls, operator00, operator01, ..."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Permission
 
@@ -147,6 +155,13 @@ def _operators(count: int) -> list[Any]:
         user.user_permissions.add(decide)
         users.append(user)
     return users
+
+
+def cookies_of(users: list[Any]) -> list[str]:
+    """A logged-in session cookie (`name=value`) for each user."""
+    from tests.e2e.server import session_cookie
+
+    return ["=".join(session_cookie(user)) for user in users]
 
 
 def _pending_session(owner: Any, n: int) -> int:
@@ -182,7 +197,7 @@ def _wait_until_finished(session_id: int) -> None:
         time.sleep(0.005)
 
 
-class _Operator:
+class Operator:
     """One operator's HTTP connection, deciding calls as the queue page's buttons do."""
 
     def __init__(self, server: Server, cookie: str) -> None:
@@ -214,52 +229,79 @@ class _Operator:
             raise RuntimeError(f"approving call {call_id} answered {response.status}")
 
 
+QUEUE_PATH = "/ws/approvals/"
+
+
+async def open_socket(server: Server, cookie: str, path: str = QUEUE_PATH) -> Any:
+    """A logged-in browser's websocket on one of the live pages, once its snapshot has
+    arrived: from then on it is in the page's group."""
+    from websockets.asyncio.client import connect
+
+    socket = await connect(
+        server.ws_url(path),
+        origin=server.url,
+        additional_headers={"Cookie": cookie},
+        proxy=None,
+        max_size=None,
+    )
+    await socket.recv()
+    return socket
+
+
+class CardRemovals:
+    """When each call's card removal reaches each of `sockets` queue sockets."""
+
+    def __init__(self, sockets: int) -> None:
+        self.sockets = sockets
+        self.arrivals: dict[int, list[float]] = defaultdict(list)
+        self._complete: dict[int, asyncio.Event] = defaultdict(asyncio.Event)
+
+    async def listen(self, socket: Any, on_message: Callable[[str], None] | None = None) -> None:
+        """Record the removals the socket receives until it closes; `on_message` sees
+        every message too."""
+        async for message in socket:
+            now = time.perf_counter()
+            for call_id in CARD_DELETED.findall(message):
+                seen = self.arrivals[int(call_id)]
+                seen.append(now)
+                if len(seen) == self.sockets:
+                    self._complete[int(call_id)].set()
+            if on_message is not None:
+                on_message(message)
+
+    async def everywhere(self, call_id: int, within: float) -> None:
+        """Wait until every socket has the call's removal (TimeoutError after `within` s)."""
+        await asyncio.wait_for(self._complete[call_id].wait(), within)
+
+    def latencies_ms(self, call_id: int, began: float) -> list[float]:
+        """Each socket's arrival of the removal, in ms after `began` (perf_counter)."""
+        return [(arrived - began) * 1000 for arrived in self.arrivals[call_id]]
+
+
 async def _measure(
     server: Server, cookies: list[str], pending_calls: Callable[[], list[tuple[int, int]]]
 ) -> dict[str, Any]:
     """Connect the sockets, then make the calls (each pushed to every socket as it
     pauses), then approve them one by one."""
-    from websockets.asyncio.client import connect
-
-    arrivals: dict[int, list[float]] = defaultdict(list)
-    complete: dict[int, asyncio.Event] = defaultdict(asyncio.Event)
-
-    async def listen(socket: Any) -> None:
-        async for message in socket:
-            now = time.perf_counter()
-            for call_id in CARD_DELETED.findall(message):
-                seen = arrivals[int(call_id)]
-                seen.append(now)
-                if len(seen) == SOCKETS:
-                    complete[int(call_id)].set()
-
-    async def open_socket(cookie: str) -> Any:
-        socket = await connect(
-            server.ws_url("/ws/approvals/"),
-            origin=server.url,
-            additional_headers={"Cookie": cookie},
-            proxy=None,
-            max_size=None,
-        )
-        await socket.recv()  # the snapshot: from now on this socket is in the group
-        return socket
+    removals = CardRemovals(SOCKETS)
 
     # Connected before the calls exist: each snapshot renders every pending card, and
     # 50 of them rendering a long queue at once outlast Daphne's handshake timeout.
-    sockets = await asyncio.gather(*(open_socket(cookie) for cookie in cookies))
-    listeners = [asyncio.create_task(listen(socket)) for socket in sockets]
+    sockets = await asyncio.gather(*(open_socket(server, cookie) for cookie in cookies))
+    listeners = [asyncio.create_task(removals.listen(socket)) for socket in sockets]
     calls = await asyncio.to_thread(pending_calls)
-    operator = await asyncio.to_thread(_Operator, server, cookies[0])
+    operator = await asyncio.to_thread(Operator, server, cookies[0])
     latency_ms, slowest_ms, post_ms = [], [], []
     try:
         for n, (session_id, call_id) in enumerate(calls):
             began = time.perf_counter()
             await asyncio.to_thread(operator.approve, call_id)
             answered = time.perf_counter()
-            await asyncio.wait_for(complete[call_id].wait(), FRAGMENT_SECONDS)
+            await removals.everywhere(call_id, FRAGMENT_SECONDS)
             if n >= WARMUP_CALLS:
-                latency_ms += [(t - began) * 1000 for t in arrivals[call_id]]
-                slowest_ms.append((max(arrivals[call_id]) - began) * 1000)
+                arrived_ms = removals.latencies_ms(call_id, began)
+                latency_ms += arrived_ms
+                slowest_ms.append(max(arrived_ms))
                 post_ms.append((answered - began) * 1000)
             await asyncio.to_thread(_wait_until_finished, session_id)
     finally:

@@ -4,6 +4,9 @@
 set -euo pipefail
 missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
+# The process sandbox's holder (Debian's essential perl-base and util-linux have them).
+[ -x /usr/bin/perl ] || missing+=(perl-base)
+[ -x /usr/bin/unshare ] || missing+=(util-linux)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

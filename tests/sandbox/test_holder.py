@@ -3,10 +3,11 @@ its program only once that arrived whole."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tools.sandbox.cgroups import usable_controllers
-from tools.sandbox.process import Holder
+from tools.sandbox.process import Holder, ProcessSandbox
 
 
 async def test_a_holder_waits_in_its_cgroups_and_runs_its_program_in_its_workdir(
@@ -41,3 +42,22 @@ async def test_a_holder_whose_server_went_away_runs_nothing():
     holder._program_pipe.close()  # as when the server's process ends
     assert await holder.exit_code == 111
     await holder.discard()
+
+
+async def test_each_run_has_a_network_namespace_of_its_own_with_loopback(tmp_path: Path):
+    """As root, the holder makes the run's network namespace ahead (bubblewrap keeps it):
+    loopback works inside, and no two runs, nor the host, share one."""
+    sandbox = ProcessSandbox()
+    code = """
+import os, socket
+server = socket.create_server(("127.0.0.1", 0))
+socket.create_connection(server.getsockname()).close()
+print(os.readlink("/proc/self/ns/net"))
+"""
+    try:
+        first, second = [await sandbox.run(code=code, workdir=tmp_path) for _ in range(2)]
+    finally:
+        await sandbox.aclose()
+    assert first.exit_code == second.exit_code == 0, (first, second)
+    namespaces = {first.stdout, second.stdout, os.readlink("/proc/self/ns/net") + "\n"}
+    assert len(namespaces) == 3

@@ -32,9 +32,10 @@ import sys
 import tempfile
 import time
 import weakref
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from tools.sandbox.base import (
     MEMORY,
@@ -60,6 +61,7 @@ CGROUP_LAST_PAUSE: Final = 1.0
 STREAM_LIMIT: Final = 64 * 1024  # asyncio's default buffer for a subprocess's pipes
 PIPE_BUFFER: Final = 64 * 1024  # what a Linux pipe holds unless made larger
 PERL: Final = "/usr/bin/perl"
+HOLDER_NOTHING_TO_RUN: Final = 111  # HOLDER's exit status when its program did not come whole
 
 
 @dataclass(frozen=True)
@@ -159,11 +161,21 @@ def filesystem_binds(interpreter: Interpreter) -> list[str]:
     return args
 
 
-def bwrap_argv(interpreter: Interpreter, workdir: Path) -> list[str]:
+def bwrap_argv(
+    interpreter: Interpreter, workdir: Path, *, held_namespaces: bool = False
+) -> list[str]:
+    """The bubblewrap command line for a run in `workdir`. With `held_namespaces`, the
+    run's holder has already made its network, ipc and uts namespaces (HELD_NAMESPACES)."""
+    namespaces = (
+        ("--unshare-user", "--unshare-pid", "--unshare-cgroup-try")
+        if held_namespaces
+        else ("--unshare-all", "--unshare-user")
+    )
     return [
         shutil.which("bwrap") or "bwrap",
         # user, pid, network, ipc, uts and cgroup namespaces; no new user namespaces inside
-        *("--unshare-all", "--unshare-user", "--disable-userns"),
+        *namespaces,
+        "--disable-userns",
         *("--uid", str(NOBODY), "--gid", str(NOBODY)),
         *("--die-with-parent", "--new-session", "--clearenv"),
         *("--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", SANDBOX_TMP),
@@ -220,6 +232,9 @@ class ProcessSandbox(Sandbox):
         if self.use_bwrap and bwrap_problem is not None:
             raise RuntimeError(bwrap_problem)
         self.controllers = usable_controllers() if use_cgroups is not False else ()
+        # Making a network namespace is the costliest part of bubblewrap's start: as root,
+        # the holder makes it (and the ipc and uts ones) ahead, off the run's critical path.
+        self._held_namespaces = self.use_bwrap and held_namespaces_work()
         self._removals = CgroupRemovals()
         log_protections(self)
 
@@ -258,7 +273,7 @@ class ProcessSandbox(Sandbox):
         }
 
     async def aclose(self) -> None:
-        await _holders_of_running_loop(self.controllers).release()
+        await _holders_of_running_loop(self.controllers, self._held_namespaces).release()
         await self._removals.wait()
 
     def _kill_reach(self) -> str:
@@ -271,9 +286,13 @@ class ProcessSandbox(Sandbox):
     async def _run(self, command: Command, workdir: Path, limits: Limits) -> SandboxResult:
         started = time.monotonic()
         program = list(command.argv) if command.argv else self.interpreter.argv(command.code or "")
+        holders = _holders_of_running_loop(self.controllers, self._held_namespaces)
         if self.use_bwrap:
-            program = [*bwrap_argv(self.interpreter, workdir), *program]
-        holder = await _holders_of_running_loop(self.controllers).take()
+            program = [
+                *bwrap_argv(self.interpreter, workdir, held_namespaces=self._held_namespaces),
+                *program,
+            ]
+        holder = await holders.take()
         try:
             return await self._run_held(holder, program, workdir, limits, started)
         finally:
@@ -327,6 +346,14 @@ class ProcessSandbox(Sandbox):
 # always there on Debian (perl-base is essential) and starts in about a millisecond, and
 # because a shell cannot read NUL-separated arguments.
 HOLDER: Final = r"""
+if (@ARGV && $ARGV[0] eq "loopback") {
+    # In the network namespace made for the run, loopback up, as bubblewrap would do:
+    # SIOCSIFFLAGS on "lo" with IFF_UP | IFF_LOOPBACK | IFF_RUNNING.
+    socket(my $probe, 2, 2, 0) or exit 112;
+    my $request = pack("a16 s x22", "lo", 0x49);
+    ioctl($probe, 0x8914, $request) or exit 112;
+    close $probe;
+}
 my $data = do { local $/; <STDIN> };
 exit 111 unless defined $data && $data =~ s/\A(\d+)\n//;
 exit 111 unless length($data) == $1 && substr($data, -1) eq "\0";
@@ -364,9 +391,31 @@ class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
             self.exit_status.set_result(exit_status(returncode))
 
 
+# What a holder runs in when it makes the run's network, ipc and uts namespaces (as root:
+# bubblewrap then keeps them, so they are the run's own, as --unshare-all would make).
+HELD_NAMESPACES: Final = ("/usr/bin/unshare", "--net", "--ipc", "--uts", "--")
+
+
+@functools.cache
+def held_namespaces_work() -> bool:
+    """Whether holders can make the run's network, ipc and uts namespaces (tried once)."""
+    if os.geteuid() != 0 or not Path(HELD_NAMESPACES[0]).exists():
+        return False
+    probe = subprocess.run(  # noqa: S603 - fixed arguments, no shell
+        [*HELD_NAMESPACES, PERL, "-e", HOLDER, "loopback"],
+        input=b"",
+        capture_output=True,
+        env={},
+        timeout=30,
+        check=False,
+    )
+    return probe.returncode == HOLDER_NOTHING_TO_RUN
+
+
 class Holder:
-    """A process started ahead of a run, already in the run's cgroups, blocked until it is
-    given its program (see HOLDER)."""
+    """A process started ahead of a run, already in the run's cgroups (and, with
+    `namespaces`, in the run's own network, ipc and uts namespaces, loopback up), blocked
+    until it is given its program (see HOLDER)."""
 
     def __init__(
         self,
@@ -386,12 +435,12 @@ class Holder:
         self.stderr: asyncio.StreamReader = process.stderr
 
     @classmethod
-    async def start_new(cls, controllers: tuple[str, ...]) -> Holder:
+    async def start_new(cls, controllers: tuple[str, ...], *, namespaces: bool = False) -> Holder:
         """Start a holder and move it into fresh cgroups (in a thread: joining one waits
         for an RCU grace period). Its limits are set when it is given its program."""
         program_r, program_w = os.pipe()
         try:
-            process, exit_code = await _spawn_holder(stdin=program_r)
+            process, exit_code = await _spawn_holder(stdin=program_r, namespaces=namespaces)
         except BaseException:
             os.close(program_w)
             raise
@@ -455,9 +504,13 @@ class Holders:
     one runs. One per loop and set of cgroup controllers, shared by every process sandbox
     there (a holder is not bound to a sandbox's limits or interpreter)."""
 
-    def __init__(self, controllers: tuple[str, ...]) -> None:
+    def __init__(self, controllers: tuple[str, ...], namespaces: bool) -> None:
         self.controllers = controllers
+        self.namespaces = namespaces
         self._ready: asyncio.Task[Holder] | None = None
+
+    def _start_new(self) -> Coroutine[Any, Any, Holder]:
+        return Holder.start_new(self.controllers, namespaces=self.namespaces)
 
     async def take(self) -> Holder:
         ready, self._ready = self._ready, None
@@ -471,9 +524,9 @@ class Holders:
                 await holder.discard()
                 holder = None
         if holder is None:
-            holder = await Holder.start_new(self.controllers)
+            holder = await self._start_new()
         if self._ready is None:  # (a run that overlapped this one may have started one)
-            self._ready = asyncio.get_running_loop().create_task(Holder.start_new(self.controllers))
+            self._ready = asyncio.get_running_loop().create_task(self._start_new())
         return holder
 
     async def release(self) -> None:
@@ -488,27 +541,31 @@ class Holders:
         await holder.discard()
 
 
-_holders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], Holders]] = (
-    weakref.WeakKeyDictionary()
-)
+_holders: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[tuple[str, ...], bool], Holders]
+] = weakref.WeakKeyDictionary()
 
 
-def _holders_of_running_loop(controllers: tuple[str, ...]) -> Holders:
-    by_controllers = _holders.setdefault(asyncio.get_running_loop(), {})
-    return by_controllers.setdefault(controllers, Holders(controllers))
+def _holders_of_running_loop(controllers: tuple[str, ...], namespaces: bool) -> Holders:
+    of_loop = _holders.setdefault(asyncio.get_running_loop(), {})
+    key = (controllers, namespaces)
+    if key not in of_loop:
+        of_loop[key] = Holders(controllers, namespaces)
+    return of_loop[key]
 
 
-async def _spawn_holder(*, stdin: int) -> tuple[asyncio.subprocess.Process, asyncio.Future[int]]:
+async def _spawn_holder(
+    *, stdin: int, namespaces: bool
+) -> tuple[asyncio.subprocess.Process, asyncio.Future[int]]:
     """Start HOLDER reading its program from `stdin`, in a new session, with only PATH,
     HOME and LANG in its environment (bubblewrap clears even those). Returns the process
     and its exit status to come."""
     loop = asyncio.get_running_loop()
     protocol = _Protocol(loop)
+    holder = [PERL, "-e", HOLDER]
     transport, _ = await loop.subprocess_exec(
         lambda: protocol,
-        PERL,
-        "-e",
-        HOLDER,
+        *([*HELD_NAMESPACES, *holder, "loopback"] if namespaces else holder),
         stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

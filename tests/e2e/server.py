@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,38 +58,100 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(*, var_dir: Path, database_url: str | None = None) -> Iterator[Server]:
+def serving(
+    *,
+    var_dir: Path,
+    database_url: str | None = None,
+    port: int | None = None,
+    environment: Mapping[str, str] | None = None,
+) -> Iterator[Server]:
     """The server, answering, with its var dir (log, static files, workspaces) in
-    `var_dir` and its database at `database_url` (default: SQLite in `var_dir`)."""
-    port = free_port()
-    server = Server(port=port, workspaces=var_dir / "workspaces", log=var_dir / "server.log")
-    env = os.environ | {
-        "AGENTDASH_VAR_DIR": str(var_dir),
-        "AGENTDASH_WORKSPACES_DIR": str(server.workspaces),
-        "AGENTDASH_INPROCESS_WORKER": "1",
-        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("DATABASE_URL", None)
-    if database_url is not None:
-        env["DATABASE_URL"] = database_url
-    for name in _NOT_PASSED_ON:
-        env.pop(name, None)
-    command = [sys.executable, "manage.py", "serve", "--port", str(port), "--no-migrate"]
-    with server.log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=settings.BASE_DIR, env=env, stdout=output, stderr=subprocess.STDOUT
-        )
+    `var_dir` and its database at `database_url` (default: SQLite in `var_dir`), on
+    `port` (default: a free one), with `environment` added to what it is given."""
+    with running(
+        var_dir=var_dir, database_url=database_url, port=port, environment=environment
+    ) as process:
+        yield process.server
+
+
+@contextmanager
+def running(
+    *,
+    var_dir: Path,
+    database_url: str | None = None,
+    port: int | None = None,
+    environment: Mapping[str, str] | None = None,
+) -> Iterator[ServerProcess]:
+    """As `serving()`, but the process itself, for tests that kill and restart it."""
+    process = ServerProcess(
+        var_dir=var_dir, database_url=database_url, port=port, environment=environment
+    )
     try:
-        _wait_until_answering(process, server)
-        yield server
+        process.start()
+        yield process
     finally:
-        process.terminate()
+        process.stop()
+
+
+class ServerProcess:
+    """`manage.py serve` in a child process, started again on the same port as often as
+    a test likes; its log accumulates across restarts."""
+
+    def __init__(
+        self,
+        *,
+        var_dir: Path,
+        database_url: str | None = None,
+        port: int | None = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
+        self.server = Server(
+            port=port or free_port(), workspaces=var_dir / "workspaces", log=var_dir / "server.log"
+        )
+        env = os.environ | {
+            "AGENTDASH_VAR_DIR": str(var_dir),
+            "AGENTDASH_WORKSPACES_DIR": str(self.server.workspaces),
+            "AGENTDASH_INPROCESS_WORKER": "1",
+            "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("DATABASE_URL", None)
+        if database_url is not None:
+            env["DATABASE_URL"] = database_url
+        for name in _NOT_PASSED_ON:
+            env.pop(name, None)
+        self.env = env | dict(environment or {})
+        self.process: subprocess.Popen[bytes] | None = None
+        self.server.log.write_bytes(b"")
+
+    def start(self) -> None:
+        """Start it and wait until it answers."""
+        port = str(self.server.port)
+        command = [sys.executable, "manage.py", "serve", "--port", port, "--no-migrate"]
+        with self.server.log.open("ab") as output:
+            self.process = subprocess.Popen(
+                command,
+                cwd=settings.BASE_DIR,
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        _wait_until_answering(self.process, self.server)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown of any kind, as a crash or the OOM killer would end it."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
         try:
-            process.wait(timeout=10)
+            self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            self.kill()
 
 
 def _wait_until_answering(process: subprocess.Popen[bytes], server: Server) -> None:

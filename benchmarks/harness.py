@@ -53,13 +53,16 @@ def probe_in_child(
     module: str,
     database: str,
     *,
-    bench_db: str,
+    bench_db: str = "agentdash_bench",
     env: dict[str, str] | None = None,
     timeout: float = 600,
 ) -> dict[str, Any]:
     """Run `python -m <module> --probe <database>` on a fresh database (a temporary var
     dir for SQLite, `bench_db` re-created for PostgreSQL) and return the JSON it prints
-    last. Django is configured once per process, so each database gets a child."""
+    last. Django is configured once per process, so each database gets a child.
+
+    "sqlite" is the embedded default: no DATABASE_URL and no REDIS_URL reach the child
+    unless `env` gives them."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="agentdash-bench-") as var_dir:
@@ -68,13 +71,15 @@ def probe_in_child(
             "AGENTDASH_VAR_DIR": var_dir,
             "AGENTDASH_LOG": "WARNING",
             "DJANGO_SETTINGS_MODULE": "agentdash.settings",
-            **(env or {}),
+            "PYTHONUNBUFFERED": "1",
         }
         if database == "postgres":
             _recreate_postgres_database(bench_db)
             child_env["DATABASE_URL"] = f"{POSTGRES_SERVER}/{bench_db}"
         else:
             child_env.pop("DATABASE_URL", None)
+            child_env.pop("REDIS_URL", None)
+        child_env |= env or {}
         done = subprocess.run(
             [sys.executable, "-m", module, "--probe", database],
             cwd=ROOT,

@@ -14,7 +14,7 @@ The client (50 sockets on one asyncio loop in this process) shares the machine's
 with the server, so its own scheduling is part of the figures.
 
     python -m benchmarks live
-    python -m benchmarks.live --probe    # the measurement alone, raw JSON on stdout
+    python -m benchmarks.live --probe sqlite    # the measurement alone, raw JSON on stdout
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 from collections import defaultdict
@@ -35,12 +33,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.harness import Figure, percentile
+from benchmarks.harness import Figure, percentile, probe_in_child
 
 if TYPE_CHECKING:
     from tests.e2e.server import Server
 
-ROOT = Path(__file__).resolve().parent.parent
 SOCKETS = 50
 CALLS = 100
 WARMUP_CALLS = 5  # not counted: the first ones warm caches, connections and templates
@@ -56,30 +53,10 @@ CARD_DELETED = re.compile(r'<div id="queue-card-(\d+)" hx-swap-oob="delete">')
 
 def run() -> list[Figure]:
     try:
-        data = probe_embedded("benchmarks.live")
+        data = probe_in_child("benchmarks.live", "sqlite", timeout=900)
     except RuntimeError as error:
         return [Figure("approval to fragment at 50 sockets", None, "ms", note=str(error))]
     return _figures(data)
-
-
-def probe_embedded(module: str, *, timeout: float = 900) -> dict[str, Any]:
-    """Run `python -m <module> --probe` in a fresh var dir on the embedded default (no
-    external database or channel layer) and return the JSON it prints last."""
-    with tempfile.TemporaryDirectory(prefix="agentdash-live-bench-") as var_dir:
-        env = os.environ | {"AGENTDASH_VAR_DIR": var_dir, "PYTHONUNBUFFERED": "1"}
-        for name in ("DATABASE_URL", "REDIS_URL"):
-            env.pop(name, None)
-        done = subprocess.run(
-            [sys.executable, "-m", module, "--probe"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    if done.returncode != 0:
-        raise RuntimeError(f"the probe failed: {done.stderr.strip()[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _figures(data: dict[str, Any]) -> list[Figure]:
@@ -318,6 +295,6 @@ async def _measure(
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--probe"]:
-        sys.exit("usage: python -m benchmarks.live --probe   (or: python -m benchmarks live)")
+    if sys.argv[1:] != ["--probe", "sqlite"]:
+        sys.exit("usage: python -m benchmarks.live --probe sqlite  (or: python -m benchmarks live)")
     print(json.dumps(_probe()))

@@ -1,8 +1,11 @@
 """Load: 100 busy sessions and 50 operators' browsers for a bounded time, on loopback.
 
-The server is the real product on the embedded default (`manage.py serve`: Daphne,
-SQLite, the in-memory channel layer, the step worker inside the server process) in a
-fresh var dir, as benchmarks/live.py starts it. Fifty operators are logged in, each
+The product runs in each of its two configurations, on a fresh database:
+- embedded: `manage.py serve` alone (Daphne, SQLite, the in-memory channel layer, the
+  step worker inside the server process), as benchmarks/live.py starts it;
+- scale-out: PostgreSQL, Redis as the channel layer, the web server serving only and
+  two `manage.py agent worker` processes running the steps (README, Scale-out).
+Fifty operators are logged in, each
 with a websocket open: 40 on the approval queue (/ws/approvals/) and 10 on the
 sessions list (/ws/sessions/). Through the HTTP API, 100 sessions of the built-in
 scripted demo are started (a directory listing that runs at once, then a file write and
@@ -27,25 +30,32 @@ Figures:
 The client (sockets, operators and session starts on one asyncio loop, in this process)
 shares the machine's two cores with the server: its own work is part of the figures.
 
+BENCH_LOAD_CONFIGS picks configurations (default "embedded,scale-out"); each runs for
+BENCH_LOAD_SECONDS.
+
     python -m benchmarks load
-    BENCH_LOAD_SECONDS=60 python -m benchmarks.load --probe    # raw JSON on stdout
+    BENCH_LOAD_SECONDS=60 python -m benchmarks.load --probe sqlite    # raw JSON on stdout
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http.client
 import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.harness import Figure, percentile
+from benchmarks.harness import ROOT, Figure, percentile, probe_in_child
 from benchmarks.live import (
     FRAGMENT_SECONDS,
     CardRemovals,
@@ -53,13 +63,18 @@ from benchmarks.live import (
     cookies_of,
     make_operators,
     open_socket,
-    probe_embedded,
 )
 
 if TYPE_CHECKING:
     from tests.e2e.server import Server
 
 SECONDS = float(os.environ.get("BENCH_LOAD_SECONDS", 300))
+# Configuration name: the database probe_in_child gives its child.
+CONFIGURATIONS = {"embedded": "sqlite", "scale-out": "postgres"}
+CHOSEN = os.environ.get("BENCH_LOAD_CONFIGS", ",".join(CONFIGURATIONS)).split(",")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+BENCH_DB = "agentdash_load"
+SCALE_OUT_WORKERS = 2
 SESSIONS = 100
 QUEUE_SOCKETS = 40
 LIST_SOCKETS = 10  # 50 browsers in all
@@ -73,14 +88,22 @@ CARD_ADDED = re.compile(r'<article id="queue-card-(\d+)"')
 
 
 def run() -> list[Figure]:
-    try:
-        data = probe_embedded("benchmarks.load", timeout=SECONDS + 900)
-    except RuntimeError as error:
-        return [Figure("load", None, "", note=str(error))]
-    return _figures(data)
+    figures: list[Figure] = []
+    for name in CHOSEN:
+        database = CONFIGURATIONS[name]
+        env = {"REDIS_URL": REDIS_URL} if database == "postgres" else None
+        try:
+            data = probe_in_child(
+                "benchmarks.load", database, bench_db=BENCH_DB, env=env, timeout=SECONDS + 900
+            )
+        except RuntimeError as error:
+            figures.append(Figure(f"load ({name})", None, "", note=str(error)))
+            continue
+        figures += _figures(data, name)
+    return figures
 
 
-def _figures(data: dict[str, Any]) -> list[Figure]:
+def _figures(data: dict[str, Any], configuration: str = "embedded") -> list[Figure]:
     errors: dict[str, int] = data["errors"]
     error_count = sum(errors.values())
     first, last = data["rss_first_mb"], data["rss_last_mb"]
@@ -96,7 +119,7 @@ def _figures(data: dict[str, Any]) -> list[Figure]:
     breakdown = ", ".join(f"{count} {kind}" for kind, count in errors.items() if count)
     figures = [
         Figure(
-            "load: errors",
+            "errors",
             error_count,
             "",
             target="0",
@@ -104,31 +127,31 @@ def _figures(data: dict[str, Any]) -> list[Figure]:
             note=f"{breakdown or 'none'}; {run}",
         ),
         Figure(
-            "load: server RSS growth, first minute to last",
+            "server RSS growth, first minute to last",
             growth_mb,
             "MB",
             target=f"< {RSS_GROWTH_MB_TARGET} MB and < {RSS_GROWTH_PERCENT_TARGET} %",
             passed=flat,
             note=f"{first:.0f} MB to {last:.0f} MB ({growth_percent:+.1f} %), "
-            f"peak {max(data['rss_mb']):.0f} MB; sampled every {RSS_EVERY:.0f} s",
+            f"peak {max(data['rss_mb']):.0f} MB; {data['rss_of']}; sampled every {RSS_EVERY:.0f} s",
         ),
     ]
     if latencies:
         pairs = f"{len(latencies)} (socket, call) pairs under load"
         figures += [
-            Figure("load: approval push p50", statistics.median(latencies), "ms", note=pairs),
+            Figure("approval push p50", statistics.median(latencies), "ms", note=pairs),
             Figure(
-                "load: approval push p99",
+                "approval push p99",
                 percentile(latencies, 99),
                 "ms",
                 note=f"max {max(latencies):.0f} ms",
             ),
         ]
     else:
-        figures.append(Figure("load: approval push", None, "ms", note="no approval was timed"))
+        figures.append(Figure("approval push", None, "ms", note="no approval was timed"))
     figures.append(
         Figure(
-            "load: end-to-end tool calls",
+            "end-to-end tool calls",
             data["tool_calls"] / data["seconds"],
             "calls/s",
             note=f"{data['tool_calls']} calls finished with a result, "
@@ -136,13 +159,16 @@ def _figures(data: dict[str, Any]) -> list[Figure]:
             "2 approved by an operator, one in the sandbox)",
         )
     )
-    return figures
+    return [
+        dataclasses.replace(figure, name=f"load, {configuration}: {figure.name}")
+        for figure in figures
+    ]
 
 
 # -- inside the child process ----------------------------------------------------------
 
 
-def _probe() -> dict[str, Any]:
+def _probe(database: str) -> dict[str, Any]:
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentdash.settings")
@@ -156,9 +182,56 @@ def _probe() -> dict[str, Any]:
     operators = make_operators(QUEUE_SOCKETS + LIST_SOCKETS)
     cookies = cookies_of(operators)
     _, token = ApiToken.issue(operators[0], "load benchmark")
-    with serving(var_dir=Path(os.environ["AGENTDASH_VAR_DIR"])) as server:
-        load = _Load(server, cookies, token, _server_pid(server.port))
-        return asyncio.run(load.run())
+    var_dir = Path(os.environ["AGENTDASH_VAR_DIR"])
+    if database == "sqlite":
+        with serving(var_dir=var_dir) as server:
+            load = _Load(server, cookies, token, [_server_pid(server.port)])
+            return asyncio.run(load.run()) | {"rss_of": "the server process"}
+    with _scaled_out(var_dir) as (server, pids):
+        load = _Load(server, cookies, token, pids)
+        rss_of = f"the web server and {SCALE_OUT_WORKERS} workers together"
+        return asyncio.run(load.run()) | {"rss_of": rss_of}
+
+
+@contextmanager
+def _scaled_out(var_dir: Path) -> Iterator[tuple[Server, list[int]]]:
+    """The web server (serving only) and SCALE_OUT_WORKERS `agent worker` processes on
+    this process's database and Redis; yields the server and every process id."""
+    from django.conf import settings
+
+    from tests.conftest import PROVIDER_ENVIRONMENT
+    from tests.e2e.server import Server, _wait_until_answering, free_port
+
+    server = Server(free_port(), workspaces=var_dir / "workspaces", log=var_dir / "server.log")
+    env = os.environ | {
+        "AGENTDASH_WORKSPACES_DIR": str(server.workspaces),
+        "AGENTDASH_INPROCESS_WORKER": "0",
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+    }
+    for name in PROVIDER_ENVIRONMENT:
+        env.pop(name, None)
+    serve = ["manage.py", "serve", "--port", str(server.port), "--no-migrate"]
+    commands = [serve] + [["manage.py", "agent", "worker"]] * SCALE_OUT_WORKERS
+    processes: list[subprocess.Popen[bytes]] = []
+    with server.log.open("wb") as log:
+        for command in commands:
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, *command], cwd=ROOT, env=env, stdout=log, stderr=log
+                )
+            )
+    try:
+        _wait_until_answering(processes[0], server)
+        yield server, [process.pid for process in processes]
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _server_pid(port: int) -> int:
@@ -184,11 +257,11 @@ def _rss_mb(pid: int) -> float:
 
 
 class _Load:
-    def __init__(self, server: Server, cookies: list[str], token: str, server_pid: int) -> None:
+    def __init__(self, server: Server, cookies: list[str], token: str, pids: list[int]) -> None:
         self.server = server
         self.cookies = cookies
         self.token = token
-        self.server_pid = server_pid
+        self.pids = pids  # whose memory is sampled, summed
         self.errors: Counter[str] = Counter()
         self.removals = CardRemovals(QUEUE_SOCKETS)
         self.to_approve: asyncio.Queue[int] = asyncio.Queue()
@@ -300,7 +373,8 @@ class _Load:
 
     async def _sample_rss(self, started: float) -> None:
         while True:
-            self.rss.append((time.monotonic() - started, _rss_mb(self.server_pid)))
+            total = sum(_rss_mb(pid) for pid in self.pids)
+            self.rss.append((time.monotonic() - started, total))
             await asyncio.sleep(RSS_EVERY)
 
     async def _keep_sessions_busy(self) -> None:
@@ -341,6 +415,8 @@ def _now() -> Any:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--probe"]:
-        sys.exit("usage: python -m benchmarks.load --probe   (or: python -m benchmarks load)")
-    print(json.dumps(_probe()))
+    if len(sys.argv) != 3 or sys.argv[1] != "--probe" or sys.argv[2] not in ("sqlite", "postgres"):
+        sys.exit(
+            "usage: python -m benchmarks.load --probe sqlite|postgres  (or: -m benchmarks load)"
+        )
+    print(json.dumps(_probe(sys.argv[2])))

@@ -19,6 +19,7 @@ def probe_data(**changes):
         "rss_mb": [200.0, 205.0, 210.0],
         "rss_first_mb": 200.0,
         "rss_last_mb": 210.0,
+        "rss_of": "the server process",
     }
     return data | changes
 
@@ -30,16 +31,16 @@ def by_name(data):
 def test_a_quiet_run_meets_its_targets_and_reports_the_rest_without_one():
     figures = by_name(probe_data())
 
-    assert figures["load: errors"].value == 0
-    assert figures["load: errors"].passed is True
-    rss = figures["load: server RSS growth, first minute to last"]
+    assert figures["load, embedded: errors"].value == 0
+    assert figures["load, embedded: errors"].passed is True
+    rss = figures["load, embedded: server RSS growth, first minute to last"]
     assert rss.value == 10
     assert rss.passed is True
     assert rss.note.startswith("200 MB to 210 MB (+5.0 %), peak 210 MB")
-    assert figures["load: approval push p50"].value == 50.5
-    assert figures["load: approval push p50"].target == ""
-    assert figures["load: approval push p99"].passed is None
-    assert figures["load: end-to-end tool calls"].value == 4.0
+    assert figures["load, embedded: approval push p50"].value == 50.5
+    assert figures["load, embedded: approval push p50"].target == ""
+    assert figures["load, embedded: approval push p99"].passed is None
+    assert figures["load, embedded: end-to-end tool calls"].value == 4.0
 
 
 def test_any_error_or_growing_memory_misses_the_target():
@@ -51,11 +52,11 @@ def test_any_error_or_growing_memory_misses_the_target():
         )
     )
 
-    errors = figures["load: errors"]
+    errors = figures["load, embedded: errors"]
     assert errors.value == 3
     assert errors.passed is False
     assert errors.note.startswith("2 websockets closed by the server, 1 sessions ended")
-    rss = figures["load: server RSS growth, first minute to last"]
+    rss = figures["load, embedded: server RSS growth, first minute to last"]
     assert rss.passed is False  # 60 MB, 30 %
     assert "(+30.0 %)" in rss.note
 
@@ -63,4 +64,5 @@ def test_any_error_or_growing_memory_misses_the_target():
 def test_relative_growth_alone_misses_the_target():
     figures = by_name(probe_data(rss_first_mb=100.0, rss_last_mb=115.0))
 
-    assert figures["load: server RSS growth, first minute to last"].passed is False  # 15 %
+    rss = figures["load, embedded: server RSS growth, first minute to last"]
+    assert rss.passed is False  # 15 %

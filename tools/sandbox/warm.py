@@ -148,7 +148,7 @@ class WarmSandbox(Sandbox):
             *self._cgroup_binds(),
             *("--ro-bind", str(ZYGOTE), "/zygote.py", "--remount-ro", "/"),
             *("--", str(self.interpreter.executable), "-I", "-S", "/zygote.py"),
-            *(str(control_fd), self._name),
+            *(str(control_fd), self._name, *map(str, self._group_limits(self.limits))),
         ]
 
     def _cgroup_binds(self) -> list[str]:
@@ -159,6 +159,11 @@ class WarmSandbox(Sandbox):
             if directory is not None:
                 binds += ["--bind", str(directory), f"/cgroup/{controller}"]
         return binds
+
+    @staticmethod
+    def _group_limits(limits: Limits) -> tuple[int, int]:
+        """pids.max and the memory limit of a run's groups."""
+        return limits.max_processes + 1, limits.memory_mb * MIB  # the run's pid 1 counts too
 
     async def aclose(self) -> None:
         if self._control is not None:
@@ -220,6 +225,7 @@ class WarmSandbox(Sandbox):
         unread = [out_r, err_r]  # pipe ends no transport owns yet
         try:
             run.setblocking(False)
+            max_tasks, memory_bytes = self._group_limits(limits)
             request = {
                 "code": command.code,
                 "argv": list(command.argv) if command.argv else None,
@@ -229,8 +235,8 @@ class WarmSandbox(Sandbox):
                     "max_file_mb": limits.max_file_mb,
                     "max_open_files": limits.max_open_files,
                     "address_space_mb": 0 if "memory" in self.controllers else limits.memory_mb,
-                    "max_tasks": limits.max_processes + 1,  # the run's pid 1 counts too
-                    "memory_bytes": limits.memory_mb * MIB,
+                    "max_tasks": max_tasks,
+                    "memory_bytes": memory_bytes,
                 },
             }
             await loop.sock_sendall(run, json.dumps(request).encode() + b"\n")

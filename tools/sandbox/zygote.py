@@ -48,7 +48,6 @@ MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
-MNT_DETACH = 2
 PR_SET_NO_NEW_PRIVS = 38
 SIOCSIFFLAGS = 0x8914
 IFF_UP_LOOPBACK_RUNNING = 0x1 | 0x8 | 0x40
@@ -59,7 +58,10 @@ MAX_REQUEST_BYTES = 1 << 20
 CGROUPS = "/cgroup"
 RUN_PREFIX = "agentdash-run-"  # then the launcher's name, which starts with the server's pid
 REMOVE_TRIES = 2000  # milliseconds
-SPARES = 2
+SPARES = 3
+# The server's default pids.max and memory limit (argv[3], argv[4]), set on each spare's
+# groups while it is prepared.
+DEFAULT_GROUP_LIMITS: tuple[int, int] | None = None
 ENVIRONMENT = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": "/tmp",  # noqa: S108 - the run's own fresh tmpfs
@@ -89,8 +91,11 @@ def mount(source: str, target: str, fstype: str | None, flags: int, data: str = 
     )
 
 
-def unmount(target: str) -> None:
-    _check(_libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
+def cover(target: str) -> None:
+    """Hide what is mounted at `target` under an empty read-only tmpfs. Not an unmount:
+    that waits for an RCU grace period (milliseconds here), a mount does not. Nothing in a
+    run can uncover it: that takes CAP_SYS_ADMIN over the launcher's user namespace."""
+    mount("none", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0")
 
 
 def prepare_filesystem() -> None:
@@ -108,7 +113,7 @@ def show_only_workspace(workspace: str) -> None:
         raise ValueError(f"bad workspace {workspace!r}")
     mount(f"/workspaces/{workspace}", "/workspace", None, MS_BIND)
     mount("none", "/workspace", None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
-    unmount("/workspaces")
+    cover("/workspaces")
 
 
 def bring_up_loopback() -> None:
@@ -152,13 +157,15 @@ class RunGroups:
     """The cgroups of a spare's run, one per controller the server lent (its own groups,
     at /cgroup/<controller>). Made and joined while the spare is prepared, because
     joining a cgroup waits for an RCU grace period, milliseconds a run need not spend.
-    Reached through directory descriptors, so that /cgroup can be unmounted before the
-    run: its uid maps to root, which could otherwise rewrite its own limits."""
+    Reached through directory descriptors, so that /cgroup can be covered before the
+    run: its uid maps to root, which could otherwise rewrite its own limits. Their limits
+    are set ahead too, to the server's defaults; a run with others changes them."""
 
     def __init__(self, launcher: str) -> None:
         self.name = f"{RUN_PREFIX}{launcher}-{os.urandom(4).hex()}"
         self.parents: dict[str, int] = {}
         self.groups: dict[str, int] = {}
+        self.limits: tuple[int, int] | None = None
         controllers = sorted(os.listdir(CGROUPS)) if os.path.isdir(CGROUPS) else []
         for controller in controllers:
             parent = os.open(f"{CGROUPS}/{controller}", os.O_RDONLY | os.O_DIRECTORY)
@@ -167,8 +174,10 @@ class RunGroups:
             self.groups[controller] = os.open(
                 self.name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=parent
             )
-        for controller in controllers:
-            unmount(f"{CGROUPS}/{controller}")
+        if controllers:
+            cover(CGROUPS)
+        if DEFAULT_GROUP_LIMITS is not None:
+            self.set_limits(*DEFAULT_GROUP_LIMITS)
 
     def procs(self) -> list[int]:
         return [
@@ -176,12 +185,23 @@ class RunGroups:
         ]
 
     def set_limits(self, max_tasks: int, memory_bytes: int) -> None:
+        if self.limits == (max_tasks, memory_bytes):
+            return
+        self.limits = (max_tasks, memory_bytes)
         if "pids" in self.groups:
             _write(self.groups["pids"], "pids.max", str(max_tasks))
         if "memory" in self.groups:
-            _write(self.groups["memory"], "memory.limit_in_bytes", str(memory_bytes))
-            with contextlib.suppress(FileNotFoundError):  # no swap accounting here
-                _write(self.groups["memory"], "memory.memsw.limit_in_bytes", str(memory_bytes))
+            names = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+            try:
+                for name in names:
+                    _write(self.groups["memory"], name, str(memory_bytes))
+            except FileNotFoundError:  # no swap accounting here
+                pass
+            except OSError:
+                # The kernel keeps memory <= memory+swap at every step: to raise both,
+                # the second goes first.
+                for name in reversed(names):
+                    _write(self.groups["memory"], name, str(memory_bytes))
 
     def limits_hit(self) -> dict[str, bool]:
         return {
@@ -433,4 +453,6 @@ def _fork_spare(control: socket.socket, taken: int, launcher: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 4:
+        DEFAULT_GROUP_LIMITS = (int(sys.argv[3]), int(sys.argv[4]))
     serve(socket.socket(fileno=int(sys.argv[1])), sys.argv[2])

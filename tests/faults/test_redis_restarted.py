@@ -103,15 +103,16 @@ def server_environment(redis_process: RedisProcess, separate_worker: bool) -> di
 
 
 @pytest.fixture
-def workspaces(
-    separate_worker: bool, server_process, redis_process, spawn_worker, monkeypatch
-) -> Path:
+def workspaces(separate_worker: bool, server_process, redis_process, spawn_worker) -> Path:
     """Where the sessions' files are written: by the server's worker, or by a worker
     process of its own, started here, on the same Redis."""
     if not separate_worker:
         return server_process.server.workspaces
-    monkeypatch.setenv("REDIS_URL", redis_process.url)
-    spawn_worker()
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("REDIS_URL", redis_process.url)
+        # Set for the browser in this process (see conftest.py), not for the worker.
+        environment.delenv("DJANGO_ALLOW_ASYNC_UNSAFE", raising=False)
+        spawn_worker()
     return settings.AGENTDASH_WORKSPACES_DIR
 
 

@@ -8,12 +8,16 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+import tools.sandbox.warm as warm_module
+from tools import ExecutionStatus, ToolExecutor
+from tools.builtin import build_registry
 from tools.sandbox import Limits
-from tools.sandbox.warm import WarmSandbox
+from tools.sandbox.warm import WarmSandbox, shared_launcher, stop_shared_launchers
 
 
 @pytest.fixture
@@ -79,19 +83,71 @@ async def test_workdirs_outside_the_root_or_the_root_itself_are_refused(
 
 async def test_the_launcher_comes_back_after_it_died(warm: WarmSandbox, workspace: Path):
     await warm.start()
-    assert warm.launcher_pid is not None
-    os.killpg(warm.launcher_pid, signal.SIGKILL)
-    for _ in range(500):  # until it has ended and been reaped
+    launcher = warm.launcher
+    assert launcher is not None
+    assert launcher.pid is not None
+    first = launcher.pid
+    os.killpg(first, signal.SIGKILL)
+    for _ in range(500):  # until it has ended
         await asyncio.sleep(0.01)
-        if not _exists(warm.launcher_pid):
+        if launcher.running() is None:
             break
     result = await warm.run(code="print('again')", workdir=workspace)
     assert result.stdout == "again\n"
+    assert launcher.pid != first
 
 
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+@pytest.fixture
+async def shared_launchers() -> AsyncIterator[None]:
+    yield
+    await asyncio.to_thread(stop_shared_launchers)
+
+
+async def test_sandboxes_without_a_root_share_one_launcher_per_workspaces_parent(
+    shared_launchers: None, tmp_path: Path
+):
+    """As Django's registries do: a sandbox per session, one launcher for them all."""
+    sandboxes = [WarmSandbox(Limits(wall_seconds=10)) for _ in range(2)]
+    for number, sandbox in enumerate(sandboxes):
+        workspace = tmp_path / f"session-{number}"
+        workspace.mkdir()
+        (workspace / "name").write_text(str(number))
+        result = await sandbox.run(code="print(open('name').read())", workdir=workspace)
+        assert result.stdout == f"{number}\n", result
+    launcher = shared_launcher(tmp_path, sandboxes[0].interpreter, sandboxes[0].limits)
+    assert launcher.pid is not None
+    assert len([key for key in warm_module._shared if key[0] == tmp_path]) == 1
+
+
+def test_a_shared_launcher_serves_threads_with_event_loops_of_their_own(
+    shared_launchers: None, tmp_path: Path
+):
+    """As Django's runner threads do, each with its own event loop."""
+    workspace = tmp_path / "session-1"
+    workspace.mkdir()
+    sandbox = WarmSandbox(Limits(wall_seconds=10))
+
+    def run_in_a_loop_of_its_own() -> str:
+        return asyncio.run(sandbox.run(code="print('ran')", workdir=workspace)).stdout
+
+    with ThreadPoolExecutor(3) as pool:
+        outputs = list(pool.map(lambda _: run_in_a_loop_of_its_own(), range(6)))
+    assert outputs == ["ran\n"] * 6
+
+
+async def test_the_default_sandbox_comes_from_agentdash_sandbox(
+    monkeypatch: pytest.MonkeyPatch, shared_launchers: None, tmp_path: Path
+):
+    monkeypatch.setenv("AGENTDASH_SANDBOX", "warm")
+    workspace = tmp_path / "session-1"
+    workspace.mkdir()
+    registry = build_registry(workspace)
+    run_python = registry.get("run_python")
+    assert run_python is not None
+    assert run_python.preview is not None
+    assert "Sandbox: warm" in run_python.preview({"code": "print(2)"})
+    output = await ToolExecutor(registry).execute(
+        "run_python", {"code": "print(2)"}, context={"confirmed": True}
+    )
+    assert output.status == ExecutionStatus.SUCCESS, output
+    assert output.result["stdout"] == "2\n"

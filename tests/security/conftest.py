@@ -6,6 +6,7 @@ machines)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from tools.sandbox import Limits, Sandbox, get_sandbox
 from tools.sandbox.docker import DockerSandbox
+from tools.sandbox.warm import stop_shared_launchers
 
 SMALL = Limits(
     memory_mb=64,
@@ -25,7 +27,9 @@ SMALL = Limits(
     max_output_bytes=64 * 1024,
 )
 
-BACKENDS = ["process", "warm", "docker"]
+# "warm-shared" is the warm backend as Django uses it (AGENTDASH_SANDBOX=warm): no root of
+# its own, the process's launcher for the workspace's parent directory.
+BACKENDS = ["process", "warm", "warm-shared", "docker"]
 
 
 @pytest.fixture
@@ -47,9 +51,13 @@ async def sandbox(
         os.chmod(workspace, 0o777)  # the container's user, 65534, writes there
     elif request.param == "warm":
         backend = get_sandbox("warm", limits=SMALL, workspace_root=tmp_path)
+    elif request.param == "warm-shared":
+        backend = get_sandbox("warm", limits=SMALL)
     else:
         backend = get_sandbox(request.param, limits=SMALL)
     try:
         yield backend
     finally:
         await backend.aclose()
+        if request.param == "warm-shared":
+            await asyncio.to_thread(stop_shared_launchers)

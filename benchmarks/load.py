@@ -79,6 +79,7 @@ SESSIONS = 100
 QUEUE_SOCKETS = 40
 LIST_SOCKETS = 10  # 50 browsers in all
 DECIDERS = 5  # operators approving at the same time
+CONNECT_AT_ONCE = 10
 RSS_EVERY = 5.0
 TOP_UP_EVERY = 0.5
 RSS_GROWTH_MB_TARGET = 50
@@ -176,77 +177,55 @@ def _probe(database: str) -> dict[str, Any]:
     from django.core.management import call_command
 
     from agentdash.models import ApiToken
-    from tests.e2e.server import serving
 
     call_command("migrate", verbosity=0)
     operators = make_operators(QUEUE_SOCKETS + LIST_SOCKETS)
     cookies = cookies_of(operators)
     _, token = ApiToken.issue(operators[0], "load benchmark")
-    var_dir = Path(os.environ["AGENTDASH_VAR_DIR"])
-    if database == "sqlite":
-        with serving(var_dir=var_dir) as server:
-            load = _Load(server, cookies, token, [_server_pid(server.port)])
-            return asyncio.run(load.run()) | {"rss_of": "the server process"}
-    with _scaled_out(var_dir) as (server, pids):
-        load = _Load(server, cookies, token, pids)
-        rss_of = f"the web server and {SCALE_OUT_WORKERS} workers together"
-        return asyncio.run(load.run()) | {"rss_of": rss_of}
+    with _product(database, Path(os.environ["AGENTDASH_VAR_DIR"])) as (server, pids, rss_of):
+        return asyncio.run(_Load(server, cookies, token, pids).run()) | {"rss_of": rss_of}
 
 
 @contextmanager
-def _scaled_out(var_dir: Path) -> Iterator[tuple[Server, list[int]]]:
-    """The web server (serving only) and SCALE_OUT_WORKERS `agent worker` processes on
-    this process's database and Redis; yields the server and every process id."""
-    from django.conf import settings
+def _product(database: str, var_dir: Path) -> Iterator[tuple[Server, list[int], str]]:
+    """The product answering on this process's database: the embedded server alone
+    (sqlite), or (postgres) the web server serving only, on Redis, with
+    SCALE_OUT_WORKERS `agent worker` processes. Yields the server, the ids of its
+    processes and what they are."""
+    from tests.e2e.server import running
 
-    from tests.conftest import PROVIDER_ENVIRONMENT
-    from tests.e2e.server import Server, _wait_until_answering, free_port
-
-    server = Server(free_port(), workspaces=var_dir / "workspaces", log=var_dir / "server.log")
-    env = os.environ | {
-        "AGENTDASH_WORKSPACES_DIR": str(server.workspaces),
-        "AGENTDASH_INPROCESS_WORKER": "0",
-        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-    }
-    for name in PROVIDER_ENVIRONMENT:
-        env.pop(name, None)
-    serve = ["manage.py", "serve", "--port", str(server.port), "--no-migrate"]
-    commands = [serve] + [["manage.py", "agent", "worker"]] * SCALE_OUT_WORKERS
-    processes: list[subprocess.Popen[bytes]] = []
-    with server.log.open("wb") as log:
-        for command in commands:
-            processes.append(
+    if database == "sqlite":
+        with running(var_dir=var_dir) as web:
+            assert web.process is not None
+            yield web.server, [web.process.pid], "the server process"
+        return
+    scale_out = {"REDIS_URL": os.environ["REDIS_URL"], "AGENTDASH_INPROCESS_WORKER": "0"}
+    database_url = os.environ["DATABASE_URL"]
+    with running(var_dir=var_dir, database_url=database_url, environment=scale_out) as web:
+        assert web.process is not None
+        with (var_dir / "workers.log").open("ab") as log:
+            workers = [
                 subprocess.Popen(
-                    [sys.executable, *command], cwd=ROOT, env=env, stdout=log, stderr=log
+                    [sys.executable, "manage.py", "agent", "worker"],
+                    cwd=ROOT,
+                    env=web.env,  # the server's own environment: same database and Redis
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
-            )
-    try:
-        _wait_until_answering(processes[0], server)
-        yield server, [process.pid for process in processes]
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _server_pid(port: int) -> int:
-    """The `manage.py serve` process answering on `port` (tests.e2e.server starts it)."""
-    wanted = ["manage.py", "serve", "--port", str(port)]
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+                for _ in range(SCALE_OUT_WORKERS)
+            ]
         try:
-            argv = (proc / "cmdline").read_bytes().decode().split("\0")
-        except OSError:
-            continue
-        if any(argv[i : i + len(wanted)] == wanted for i in range(len(argv))):
-            return int(proc.name)
-    raise RuntimeError(f"no `manage.py serve --port {port}` process found")
+            pids = [web.process.pid, *(worker.pid for worker in workers)]
+            yield web.server, pids, f"the web server and {SCALE_OUT_WORKERS} workers together"
+        finally:
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                try:
+                    worker.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()
 
 
 def _rss_mb(pid: int) -> float:
@@ -278,11 +257,18 @@ class _Load:
 
         queue = self.cookies[:QUEUE_SOCKETS]
         lists = self.cookies[QUEUE_SOCKETS:]
-        # Connected before the sessions exist, as in live.py: snapshots stay small.
-        sockets = await asyncio.gather(
-            *(open_socket(self.server, cookie) for cookie in queue),
-            *(open_socket(self.server, cookie, "/ws/sessions/") for cookie in lists),
-        )
+        # Connected before the sessions exist, as in live.py: snapshots stay small. And
+        # CONNECT_AT_ONCE at a time: each handshake's database work runs in the server's
+        # one thread for it, and 50 at once on a busy machine outlast Daphne's 5 s
+        # handshake timeout (seen in the scale-out configuration).
+        pages = [(cookie, "/ws/approvals/") for cookie in queue]
+        pages += [(cookie, "/ws/sessions/") for cookie in lists]
+        sockets = []
+        for first in range(0, len(pages), CONNECT_AT_ONCE):
+            batch = pages[first : first + CONNECT_AT_ONCE]
+            sockets += await asyncio.gather(
+                *(open_socket(self.server, cookie, path) for cookie, path in batch)
+            )
         listeners = [
             asyncio.create_task(self._listen(socket, watch_cards=n == 0))
             for n, socket in enumerate(sockets)

@@ -21,7 +21,7 @@ fragment older (`data-rev`) than what the page shows is ignored: see dashboard.j
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from django.template.loader import render_to_string
@@ -40,16 +40,17 @@ _LEAVES_QUEUE = frozenset({CallState.APPROVED, CallState.REJECTED, CallState.EXP
 
 
 def change(
-    session_id: int, *, call_id: int | None = None, message_id: int | None = None
+    session_id: int, *, call_ids: Collection[int] = (), message_ids: Collection[int] = ()
 ) -> Iterator[list[Push]]:
     """What every open page must receive after session `session_id` changed (and, when
-    given, one of its calls or a new message), in batches to send as they come.
+    given, some of its calls or new messages), in batches to send as they come.
 
     The approval queue goes first, since operators race for it: a call that leaves the
-    queue costs one indexed read before its removal is sent.
+    queue costs one indexed read before its removal is sent. Each call and message is
+    rendered as it is now, so changes coalesced into one push show the latest state.
     """
-    card = None
-    if call_id is not None:
+    cards: dict[int, display.CallCard | None] = {}
+    for call_id in call_ids:
         # order_by(): without it the model's ordering joins the message table.
         state, step = (
             ToolCall.objects.filter(pk=call_id)
@@ -62,7 +63,7 @@ def change(
             yield [(queue, removal) for queue, _ in _audiences(groups.APPROVALS)]
             yield _batch_change(step)
         elif state == CallState.PENDING_APPROVAL:
-            card = display.call_card(call_id)
+            card = cards[call_id] = display.call_card(call_id)
             yield [
                 (queue, render_to_string("agentdash/live/queue_append.html", context))
                 for queue, context in _audiences(groups.APPROVALS, card=card)
@@ -70,11 +71,17 @@ def change(
     summary = display.session_summary(session_id)
     if summary is None:
         return
-    if call_id is not None and card is None:
-        card = display.call_card(call_id)
-    entry = display.transcript_entry(message_id) if message_id is not None else None
+    for call_id in call_ids:
+        if call_id not in cards:
+            cards[call_id] = display.call_card(call_id)
+    entries = [display.transcript_entry(message_id) for message_id in message_ids]
     row = render_to_string("agentdash/live/sessions_change.html", {"summary": summary})
-    session_context = {"summary": summary, "card": card, "entry": entry, "session_id": session_id}
+    session_context = {
+        "summary": summary,
+        "cards": [card for card in cards.values() if card is not None],
+        "entries": [entry for entry in entries if entry is not None],
+        "session_id": session_id,
+    }
     yield [
         (groups.SESSIONS, row),
         *(

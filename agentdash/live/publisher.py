@@ -4,8 +4,16 @@
     publish_text(session_id, text)                       # a reply's text as it streams
 
 `changed()` waits for the commit (a page must never show a state that then rolls
-back), then renders the fragments once per audience and sends the same HTML to each
-group through the channel layer; the channel layer fans it out to the sockets.
+back), then hands the change to this process's publisher thread, which renders the
+fragments once per audience and sends the same HTML to each group through the channel
+layer; the channel layer fans it out to the sockets.
+
+Why a thread of its own. Rendering a change costs more than the step that caused it
+(several queries and templates), and with pages open the step worker spent most of its
+time rendering. The step now only queues the change; the publisher renders, and changes
+that pile up meanwhile are coalesced: a session changed five times in one step is
+rendered once, each call and message as it is by then. Pages ignore a fragment older
+than the one they show (`data-rev`), so late or merged pushes are harmless.
 
 Which event loop sends. The in-memory channel layer keeps asyncio queues that belong
 to the loop of the server its consumers run on, and is not thread-safe: a worker thread
@@ -22,11 +30,13 @@ that caused it: the page catches up when its socket reconnects.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import threading
+from dataclasses import dataclass, field
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from django.db import transaction
+from django.db import close_old_connections, connection, transaction
 
 from agentdash.live import fragments, groups
 
@@ -47,16 +57,93 @@ def changed(session_id: int, *, call_id: int | None = None, message_id: int | No
     """Session `session_id` (and, when given, its call or new message) changed in the
     current transaction: re-render what shows it and push it once the transaction commits.
 
-    Outside a transaction the push happens at once.
+    Outside a transaction the change is queued at once.
     """
 
-    def publish() -> None:
-        if not _anyone_listening():
-            return
-        for pushes in fragments.change(session_id, call_id=call_id, message_id=message_id):
-            send(pushes)
+    def queue() -> None:
+        if _anyone_listening():
+            _publisher.add(session_id, call_id=call_id, message_id=message_id)
 
-    transaction.on_commit(publish, robust=True)
+    transaction.on_commit(queue, robust=True)
+
+
+@dataclass
+class _SessionChanges:
+    # dicts as ordered sets: a call or message is rendered once, in order of first change
+    call_ids: dict[int, None] = field(default_factory=dict)
+    message_ids: dict[int, None] = field(default_factory=dict)
+
+
+class _Publisher:
+    """Renders and sends queued changes on one daemon thread, coalesced per session."""
+
+    def __init__(self) -> None:
+        self._changed: dict[int, _SessionChanges] = {}
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._publishing = False
+
+    def add(self, session_id: int, *, call_id: int | None, message_id: int | None) -> None:
+        with self._condition:
+            changes = self._changed.setdefault(session_id, _SessionChanges())
+            if call_id is not None:
+                changes.call_ids[call_id] = None
+            if message_id is not None:
+                changes.message_ids[message_id] = None
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="agentdash-live-renderer", daemon=True
+                )
+                self._thread.start()
+            self._condition.notify_all()
+
+    def flush(self, timeout: float = SEND_TIMEOUT_SECONDS) -> bool:
+        """Wait until every queued change is sent: whether that happened within `timeout`."""
+        with self._condition:
+            return self._condition.wait_for(
+                lambda: not self._changed and not self._publishing, timeout
+            )
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            close_old_connections()  # one that broke while publishing the last batch
+            for session_id, changes in batch.items():
+                try:
+                    for pushes in fragments.change(
+                        session_id,
+                        call_ids=list(changes.call_ids),
+                        message_ids=list(changes.message_ids),
+                    ):
+                        send(pushes)
+                except Exception:
+                    logger.exception("could not render the live update of session %s", session_id)
+            with self._condition:
+                self._publishing = False
+                self._condition.notify_all()
+
+    def _next_batch(self) -> dict[int, _SessionChanges]:
+        """Every change queued so far, waiting for one if there is none."""
+        with self._condition:
+            if self._changed:
+                batch, self._changed = self._changed, {}
+                self._publishing = True
+                return batch
+        # Idle: give the connection back rather than hold it between bursts (a test
+        # database cannot be dropped while another connection is open).
+        connection.close()
+        with self._condition:
+            while not self._changed:
+                self._condition.wait()
+            batch, self._changed = self._changed, {}
+            self._publishing = True
+            return batch
+
+
+_publisher = _Publisher()
+# A command or worker that exits right after a change still pushes it (the thread is a
+# daemon: atexit runs while it is still alive).
+atexit.register(_publisher.flush)
 
 
 def publish_text(session_id: int, text: str) -> None:

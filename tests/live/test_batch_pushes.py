@@ -29,7 +29,7 @@ def queue_pushes(call: ToolCall) -> list[tuple[str, str]]:
     """Every push for the queue's groups after `call` changed, in order."""
     return [
         (group, html)
-        for batch in fragments.change(call.session_id, call_id=call.pk)
+        for batch in fragments.change(call.session_id, call_ids=[call.pk])
         for group, html in batch
         if group in (DECIDERS, VIEWERS)
     ]

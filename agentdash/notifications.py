@@ -43,7 +43,7 @@ from typing import Any
 
 import httpx2
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.tasks import task
 from django.urls import reverse
 from django.utils import timezone
@@ -81,6 +81,8 @@ def on_transition(obj: models.Model, new: str) -> None:
 
 def queue_event(event: str, call_id: int) -> list[WebhookDelivery]:
     """Record one delivery of `event` for every endpoint that wants it and queue them."""
+    if not _any_active_endpoint():
+        return []  # the common case, asked at every pause: answered in plain SQL
     endpoints = WebhookEndpoint.subscribed_to(event)
     if not endpoints:
         return []
@@ -96,6 +98,18 @@ def queue_event(event: str, call_id: int) -> list[WebhookDelivery]:
         ]
         _enqueue(*deliveries)
     return deliveries
+
+
+def _any_active_endpoint() -> bool:
+    """Whether any endpoint is active. Plain SQL: on SQLite the ORM's query costs ten
+    times what running it does, and most installations have no webhook at all."""
+    with connection.cursor() as cursor:
+        cursor.execute(_ANY_ACTIVE_SQL, [True])
+        return cursor.fetchone() is not None
+
+
+# S608: the table's name comes from the model, never from input.
+_ANY_ACTIVE_SQL = f'SELECT 1 FROM "{WebhookEndpoint._meta.db_table}" WHERE "active" = %s LIMIT 1'  # noqa: S608
 
 
 def send_again(delivery: WebhookDelivery) -> bool:

@@ -29,6 +29,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,7 +60,14 @@ from agentdash.providers import (
     cost_of,
     get_provider,
 )
-from agentdash.states import CALL_DECIDED, CallState, SessionStatus, StaleState, transition
+from agentdash.states import (
+    CALL_DECIDED,
+    CallState,
+    SessionStatus,
+    StaleState,
+    enter,
+    transition,
+)
 from tools import ExecutionResult as ToolResult
 from tools import ExecutionStatus, Tool, ToolExecutor, ToolValidationError
 
@@ -102,19 +110,22 @@ class SessionRunner:
         self.on_text = on_text
         self.lease_owner = f"{worker.worker_id()}:{threading.get_ident()}"
         self.provider: Provider | None = None
+        # The latest result this runner stored for each call: the results turn is built
+        # from these without reading them back.
+        self.stored_results: dict[int, ExecutionResult] = {}
 
     # -- the lease --------------------------------------------------------------------
 
-    def _claim(self) -> bool:
+    def _claim(self) -> AgentSession | None:
+        """Take the session's lease, if it is live and free (or its holder's lapsed), and
+        read the session as it is then (all but its script); None when not claimed.
+        One statement, where a conditional UPDATE and then a SELECT took two."""
         now = timezone.now()
         expires = now + timedelta(seconds=settings.AGENTDASH_LEASE_SECONDS)
-        claimable = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
-        return (
-            AgentSession.objects.filter(claimable, pk=self.session_id, status__in=_ACTIVE).update(
-                lease_owner=self.lease_owner, lease_expires_at=expires
-            )
-            == 1
-        )
+        adapt = connection.ops.adapt_datetimefield_value
+        params = [self.lease_owner, adapt(expires), self.session_id, *_ACTIVE, adapt(now)]
+        claimed = list(AgentSession.objects.raw(_CLAIM_SQL, params))
+        return claimed[0] if claimed else None
 
     def _release(self) -> None:
         AgentSession.objects.filter(pk=self.session_id, lease_owner=self.lease_owner).update(
@@ -124,14 +135,19 @@ class SessionRunner:
     # -- advancing --------------------------------------------------------------------
 
     def advance(self) -> str:
-        if not self._claim():
+        claimed = self._claim()
+        if claimed is None:
             return "not claimed: finished, or another worker holds it"
         self.lease_released = False
+        # Set when the step paused on calls it proposed itself, in the transaction that
+        # released the lease: nobody could decide them while the lease was held.
+        self.paused_on_new_calls = False
         _lease_renewer.hold(self.session_id, self.lease_owner)
         outcome = ""
         try:
             for _ in range(STEPS_PER_TASK):
-                outcome = self.step()
+                outcome = self.step(claimed)
+                claimed = None  # read again at the next step
                 if outcome != "continue":
                     return outcome
             with transaction.atomic():
@@ -150,7 +166,7 @@ class SessionRunner:
             _lease_renewer.let_go(self.session_id)
             if not self.lease_released:
                 self._release()
-            if outcome == "waiting_approval":
+            if outcome == "waiting_approval" and not self.paused_on_new_calls:
                 self._reschedule_if_work_arrived()
 
     def _reschedule_if_work_arrived(self) -> None:
@@ -166,9 +182,11 @@ class SessionRunner:
             with transaction.atomic():
                 schedule(self.session_id)
 
-    def step(self) -> str:
-        # The script is only read when the model is called (see _provider).
-        session = AgentSession.objects.defer("script").get(pk=self.session_id)
+    def step(self, session: AgentSession | None = None) -> str:
+        """One step; `session` is the session as just read, if it was."""
+        if session is None:
+            # The script is only read when the model is called (see _provider).
+            session = AgentSession.objects.defer("script").get(pk=self.session_id)
         if session.is_finished:
             return session.status
         if session.status == SessionStatus.QUEUED:
@@ -392,7 +410,7 @@ class SessionRunner:
             )
         data = tool_result.to_dict()
         previous = 0 if first_attempt else call.results.count()
-        return ExecutionResult.objects.create(
+        stored = self.stored_results[call.pk] = ExecutionResult.objects.create(
             tool_call=call,
             attempt=previous + 1,
             status=str(tool_result.status),
@@ -403,15 +421,20 @@ class SessionRunner:
             truncated=tool_result.truncated,
             metadata=tool_result.metadata or {},
         )
+        return stored
 
     def _append_results(
         self, session: AgentSession, turn: Message, calls: list[ToolCall]
     ) -> Message:
         """The user turn that carries every call's result back to the model."""
         latest = {
-            result.tool_call_id: result
-            for result in ExecutionResult.objects.filter(tool_call__in=calls).order_by("attempt")
+            call.pk: self.stored_results[call.pk]
+            for call in calls
+            if call.pk in self.stored_results
         }
+        if unread := [call for call in calls if call.pk not in latest]:
+            for result in ExecutionResult.objects.filter(tool_call__in=unread).order_by("attempt"):
+                latest[result.tool_call_id] = result
         blocks = [
             {
                 "type": "tool_result",
@@ -437,9 +460,7 @@ class SessionRunner:
         return ""
 
     def _call_model(self, session: AgentSession, last_index: int) -> str:
-        messages = [
-            {"role": m.role, "content": m.content} for m in session.messages.order_by("index")
-        ]
+        messages = _conversations.messages(session, last_index)
         request = ModelRequest(
             model=session.model,
             system=session.system_prompt or settings.AGENTDASH_SYSTEM_PROMPT,
@@ -461,14 +482,13 @@ class SessionRunner:
             return session.status
 
     def _provider(self, session: AgentSession) -> Provider:
-        """The session's model client, built once per task (a script is validated once)."""
+        """The session's model client, built once per task; a scripted session's once per
+        process (see _ScriptedProviders)."""
         if self.provider is None:
-            options = {}
             if session.provider == "scripted":
-                options["script"] = AgentSession.objects.filter(pk=session.pk).values_list(
-                    "script", flat=True
-                )[0]
-            self.provider = get_provider(session.provider, **options)
+                self.provider = _scripted_providers.get(session)
+            else:
+                self.provider = get_provider(session.provider)
         return self.provider
 
     def _store_reply(self, session: AgentSession, reply: ModelReply, index: int) -> str:
@@ -522,6 +542,7 @@ class SessionRunner:
             if CallState.PENDING_APPROVAL in states and CallState.AUTO_APPROVED not in states:
                 # Nothing can run before a human decides: stop now, in this transaction.
                 self._wait_for_approval(session, calls)
+                self.paused_on_new_calls = self.lease_released
                 return "waiting_approval"
 
         if reply.stop_reason == StopReason.REFUSAL:
@@ -559,7 +580,8 @@ class SessionRunner:
         """Record one call the model asked for; the policy decides it, unless it is faulty."""
         raw = block.get("input")
         size = len(json.dumps(raw, default=str))
-        call = ToolCall.objects.create(
+        # Built here, stored by enter() in the state it is decided into.
+        call = ToolCall(
             session=session,
             message=message,
             position=position,
@@ -573,7 +595,7 @@ class SessionRunner:
         self.seen_call_ids.add(call.call_id)
         if fault is not None:
             status, error = fault
-            transition(call, CallState.ERRORED, actor=ACTOR, payload={"error": error})
+            enter(call, CallState.ERRORED, actor=ACTOR, payload={"error": error})
             self._store_result(call, status=status, error=error, first_attempt=True)
             return call
         tool = self.registry.get(call.tool_name)
@@ -581,7 +603,7 @@ class SessionRunner:
         try:
             arguments = tool.validate(raw)
         except ToolValidationError as invalid:
-            transition(call, CallState.ERRORED, actor=ACTOR, payload={"error": str(invalid)})
+            enter(call, CallState.ERRORED, actor=ACTOR, payload={"error": str(invalid)})
             self._store_result(
                 call,
                 status=ExecutionStatus.VALIDATION_ERROR,
@@ -599,7 +621,8 @@ class SessionRunner:
         arguments: dict[str, Any],
         decision: policy.PolicyDecision,
     ) -> None:
-        """Carry out the policy's decision on a valid call, naming its rule in the audit."""
+        """Carry out the policy's decision on a valid new call (stored as it is decided),
+        naming its rule in the audit."""
         payload = {"tool": tool.name, "arguments": arguments, **decision.audit_payload()}
         fields: dict[str, Any] = {
             "arguments": arguments,
@@ -607,7 +630,7 @@ class SessionRunner:
             "policy_rule": decision.rule,
         }
         if decision.action == "deny":
-            transition(call, CallState.REJECTED, actor="policy", payload=payload, **fields)
+            enter(call, CallState.REJECTED, actor="policy", payload=payload, **fields)
             self._store_result(
                 call,
                 status=ExecutionStatus.PERMISSION_DENIED,
@@ -619,7 +642,7 @@ class SessionRunner:
                 seconds=settings.AGENTDASH_APPROVAL_TIMEOUT_SECONDS
             )
             now = timezone.now()  # the deadline counts from the very moment it waits
-            transition(
+            enter(
                 call,
                 CallState.PENDING_APPROVAL,
                 actor="policy",
@@ -633,7 +656,7 @@ class SessionRunner:
                 **fields,
             )
         else:
-            transition(
+            enter(
                 call,
                 CallState.AUTO_APPROVED,
                 actor="policy",
@@ -706,6 +729,22 @@ def reject_pending_calls(
 
 
 _ACTIVE = frozenset({SessionStatus.QUEUED, SessionStatus.RUNNING, SessionStatus.WAITING_APPROVAL})
+
+# Plain SQL on the hot path of every step (the ORM cannot UPDATE ... RETURNING, and on
+# SQLite building its query costs several times running it). S608: only the model's
+# own table and column names are formatted in; every value is a parameter.
+_SESSION_TABLE = AgentSession._meta.db_table
+_CLAIM_SQL = (
+    f'UPDATE "{_SESSION_TABLE}" SET "lease_owner" = %s, "lease_expires_at" = %s '  # noqa: S608
+    f'WHERE "id" = %s AND "status" IN ({", ".join(["%s"] * len(_ACTIVE))}) '
+    'AND ("lease_expires_at" IS NULL OR "lease_expires_at" < %s) RETURNING '
+    + ", ".join(
+        f'"{field.column}"'
+        for field in AgentSession._meta.concrete_fields
+        if field.name != "script"
+    )
+)
+_STATUS_SQL = f'SELECT "status" FROM "{_SESSION_TABLE}" WHERE "id" = %s'  # noqa: S608
 
 
 @dataclass(frozen=True, slots=True)
@@ -814,8 +853,87 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+class _Conversations:
+    """Each recent session's conversation as the model is sent it, kept in this process
+    between steps so that a step reads only the messages added since it was last read
+    (reading and decoding the whole history at every step cost more than the rest of
+    the step once a session had a few dozen turns).
+
+    Exact, not a guess: messages are only ever appended (never edited or deleted while
+    their session exists), with indexes 0, 1, 2, ... so the rows past the cached length
+    are exactly what is missing. A gap, or a length that is not the latest index's,
+    which only a changed database can cause, reloads the whole conversation. Keyed by the
+    session's id and creation time, so that a re-used id (a flushed test database) is a
+    different session. Entries are taken out while in use: two threads never share one.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple[int, datetime], list[dict[str, Any]]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def messages(self, session: AgentSession, last_index: int) -> list[dict[str, Any]]:
+        """The session's messages up to `last_index` (its latest, which the caller has
+        just read), in order, as {"role", "content"} dicts (a new list)."""
+        key = (session.pk, session.created_at)
+        with self.lock:
+            known = self.entries.pop(key, None) or []
+        if len(known) > last_index + 1:
+            known = []
+        columns = ("index", "role", "content")
+        added = list(
+            session.messages.filter(index__gte=len(known)).order_by("index").values_list(*columns)
+        )
+        if any(index != len(known) + n for n, (index, _, _) in enumerate(added)):
+            known = []
+            added = list(session.messages.order_by("index").values_list(*columns))
+        known += [{"role": role, "content": content} for _, role, content in added]
+        with self.lock:
+            self.entries[key] = known
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        return list(known)
+
+
+class _ScriptedProviders:
+    """A scripted session's provider, built once per process: the script is read and
+    validated once, not at every task. Safe to share between tasks because the provider
+    is stateless (the turn it plays is counted from the conversation it is sent), and a
+    session's script never changes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple[int, datetime], Provider] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, session: AgentSession) -> Provider:
+        key = (session.pk, session.created_at)
+        with self.lock:
+            provider = self.entries.get(key)
+            if provider is not None:
+                self.entries.move_to_end(key)
+                return provider
+        script = AgentSession.objects.filter(pk=session.pk).values_list("script", flat=True)[0]
+        provider = get_provider("scripted", script=script)
+        with self.lock:
+            self.entries[key] = provider
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        return provider
+
+
+# Sessions whose conversation and scripted provider a process keeps: more than a worker
+# advances at once, few enough to bound the memory.
+CACHED_SESSIONS = 64
+_conversations = _Conversations(CACHED_SESSIONS)
+_scripted_providers = _ScriptedProviders(CACHED_SESSIONS)
+
+
 def _status_of(session_id: int) -> str:
-    return AgentSession.objects.filter(pk=session_id).values_list("status", flat=True)[0]
+    """The session's status now: asked after every call, so in plain SQL."""
+    with connection.cursor() as cursor:
+        cursor.execute(_STATUS_SQL, [session_id])
+        return cursor.fetchone()[0]
 
 
 def _closing(check: Callable[[], bool]) -> Callable[[], bool]:

@@ -3,8 +3,10 @@
 Every status change of a session or a tool call goes through `transition()`, which
 refuses a move the tables below do not allow, applies it with a conditional UPDATE (so
 two processes racing for the same change cannot both win), and writes the AuditEvent
-in the same transaction. Nothing else in the code base writes a `status` or `state`
-column.
+in the same transaction; or, for a tool call the model just proposed, through
+`enter()`, which stores the new row directly in the state the policy chose, checked
+against the same table and audited the same way. Nothing else in the code base writes
+a `status` or `state` column.
 
     AgentSession: queued → running → waiting_approval ⇄ running →
                   completed | failed | cancelled | budget_exceeded
@@ -125,15 +127,14 @@ def transition(
     table forbids the move and StaleState when another process changed the row
     first; in both cases nothing is written.
     """
-    from agentdash import audit, live, notifications
     from agentdash.models import AgentSession, ToolCall
 
     if isinstance(obj, AgentSession):
         field, table, stamps, kind = "status", SESSION_TRANSITIONS, _SESSION_TIMESTAMP, "session"
-        session_id, call_id = obj.pk, None
+        call_id = None
     elif isinstance(obj, ToolCall):
         field, table, stamps, kind = "state", CALL_TRANSITIONS, _CALL_TIMESTAMP, "toolcall"
-        session_id, call_id = obj.session_id, obj.pk
+        call_id = obj.pk
     else:
         raise TypeError(f"{type(obj).__name__} has no state machine")
 
@@ -152,15 +153,7 @@ def transition(
     with transaction.atomic(savepoint=False):
         changed = type(obj).objects.filter(pk=obj.pk, **{field: old}).update(**updates)
         if changed == 1:
-            audit.record(
-                f"{kind}.{new}",
-                actor=actor,
-                session_id=session_id,
-                tool_call_id=call_id,
-                payload={"from": old, "to": new, **(payload or {})},
-            )
-            live.changed(session_id, call_id=call_id)  # pushed to open pages after commit
-            notifications.on_transition(obj, new)  # webhooks, queued after commit
+            _announce(obj, kind, old, new, actor=actor, payload=payload, call_id=call_id)
     if changed != 1:
         current = type(obj).objects.filter(pk=obj.pk).values_list(field, flat=True).first()
         raise StaleState(
@@ -169,3 +162,61 @@ def transition(
         )
     for name, value in updates.items():
         setattr(obj, name, value)
+
+
+def enter(
+    call: models.Model,
+    new: str,
+    *,
+    actor: str,
+    payload: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> None:
+    """Store a new tool call (built, not yet saved, so still `proposed`) directly in state
+    `new`, auditing it exactly as transition() audits the move from proposed: one INSERT
+    where creating the row and then moving it took an INSERT and an UPDATE. Nobody can
+    have seen the proposed row, so nothing is lost. Same rules: raises IllegalTransition
+    for a state that proposed cannot move to. Call inside the transaction that records
+    the model's reply."""
+    from agentdash.models import ToolCall
+
+    if not isinstance(call, ToolCall) or not call._state.adding:
+        raise TypeError(
+            "enter() stores a new, unsaved ToolCall; move a stored one with transition()"
+        )
+    old = call.state
+    if new not in CALL_TRANSITIONS[old]:
+        raise IllegalTransition(f"a new tool call cannot go from {old} to {new}")
+    now = timezone.now()
+    if (stamp := _CALL_TIMESTAMP.get(new)) and stamp not in fields:
+        fields[stamp] = now
+    for name, value in {"state": new, **fields}.items():
+        setattr(call, name, value)
+    with transaction.atomic(savepoint=False):
+        call.save(force_insert=True)
+        _announce(call, "toolcall", old, new, actor=actor, payload=payload, call_id=call.pk)
+
+
+def _announce(
+    obj: models.Model,
+    kind: str,
+    old: str,
+    new: str,
+    *,
+    actor: str,
+    payload: Mapping[str, Any] | None,
+    call_id: int | None,
+) -> None:
+    """What every state change does once its row is written, in its transaction."""
+    from agentdash import audit, live, notifications
+
+    session_id = obj.session_id if call_id is not None else obj.pk
+    audit.record(
+        f"{kind}.{new}",
+        actor=actor,
+        session_id=session_id,
+        tool_call_id=call_id,
+        payload={"from": old, "to": new, **(payload or {})},
+    )
+    live.changed(session_id, call_id=call_id)  # pushed to open pages after commit
+    notifications.on_transition(obj, new)  # webhooks, queued after commit

@@ -1,9 +1,14 @@
 """Workers: the processes (or the thread inside the web server) that run session steps.
 
 Steps are Django tasks stored by django-tasks-db. Its own worker loop polls on a fixed
-interval; ours drives that loop in batch mode (drain what is ready, then return) and
-sleeps on an event that `wake()` sets the moment a step is queued in this process, so a
-decision reaches its tool in milliseconds rather than an interval later.
+interval, claims a row in an exclusive transaction of three statements and closes the
+database connection around every task (with CONN_MAX_AGE 0, reconnecting each time).
+Ours claims the next ready row with one UPDATE ... RETURNING (SKIP LOCKED on
+PostgreSQL), runs it through django-tasks-db's own `run_task` (which records its outcome
+and sends the task signals), keeps its connection while there is work (closing it only
+after an error), and sleeps on an event that `wake()` sets the moment a step is queued in
+this process, so a decision reaches its tool in milliseconds rather than an interval
+later.
 
 Workers in other processes are woken too: on PostgreSQL, `schedule()` sends a NOTIFY in
 the transaction that queues the step (delivered when it commits) and every worker
@@ -28,16 +33,18 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Q
+from django.tasks import DEFAULT_TASK_QUEUE_NAME, TaskResultStatus
 from django.utils import timezone
 from django_tasks_db.management.commands.db_worker import Worker as TaskWorker
-from django_tasks_db.models import DBTaskResult
+from django_tasks_db.models import DBTaskResult, get_date_max
 
 logger = logging.getLogger(__name__)
 
 _wake = threading.Event()
 NOTIFY_CHANNEL = "agentdash_steps"
+TASK_BACKEND = "default"
 
 
 def worker_id() -> str:
@@ -124,11 +131,12 @@ class StepWorker:
         self.poll_interval = poll_interval or settings.AGENTDASH_WORKER_POLL_SECONDS
         self.sweep_interval = sweep_interval or settings.AGENTDASH_SWEEP_SECONDS
         self.stop = stop or threading.Event()
+        # django-tasks-db's worker, for running a claimed row exactly as its own loop does.
         self.tasks = TaskWorker(
-            queue_names=["default"],
+            queue_names=[DEFAULT_TASK_QUEUE_NAME],
             interval=0,
             batch=True,
-            backend_name="default",
+            backend_name=TASK_BACKEND,
             startup_delay=False,
             max_tasks=None,
             worker_id=worker_id(),
@@ -148,16 +156,25 @@ class StepWorker:
                 if time.monotonic() >= next_sweep:
                     sweep()
                     next_sweep = time.monotonic() + self.sweep_interval
-                self.tasks.run()
+                self.run_ready_steps()
             except Exception:
                 # The database went away or a task row vanished: nothing is lost (the
                 # sessions hold the truth and the sweep finds their work again), so log
-                # it and keep working rather than let the worker die silently.
+                # it and keep working rather than let the worker die silently. The
+                # connection may be the broken part: the next query opens a new one.
                 logger.exception("worker %s: running steps failed; retrying", worker_id())
+                connection.close()
                 self.stop.wait(min(self.poll_interval * 4, 5.0))
-            close_old_connections()
             _wake.wait(self.poll_interval)
         logger.info("worker %s stopped", worker_id())
+
+    def run_ready_steps(self) -> int:
+        """Run every task that is ready, one after the other; returns how many ran."""
+        count = 0
+        while not self.stop.is_set() and (row := claim_next_task(self.tasks.worker_id)):
+            self.tasks.run_task(row)
+            count += 1
+        return count
 
     def shutdown(self) -> None:
         self.stop.set()
@@ -170,9 +187,55 @@ class StepWorker:
         return thread
 
     def _run_closing(self) -> None:
-        from django.db import connection
-
         try:
             self.run()
         finally:
             connection.close()
+
+
+def claim_next_task(worker: str) -> DBTaskResult | None:
+    """Mark the next ready task row (by django-tasks-db's order: priority, then run_after,
+    then age) running for `worker` and return it, in one statement: an UPDATE is atomic
+    on its own, and on PostgreSQL SKIP LOCKED lets concurrent workers take different
+    rows rather than queue on one. None when nothing is ready."""
+    now = timezone.now()
+    ops = connection.ops
+    params = [
+        TaskResultStatus.RUNNING,
+        ops.adapt_datetimefield_value(now),
+        worker,
+        TaskResultStatus.READY,
+        TASK_BACKEND,
+        DEFAULT_TASK_QUEUE_NAME,
+        ops.adapt_datetimefield_value(get_date_max()),
+        ops.adapt_datetimefield_value(now),
+    ]
+    claimed = list(DBTaskResult.objects.raw(_claim_sql(connection.vendor), params))
+    return claimed[0] if claimed else None
+
+
+_CLAIM_SQL: dict[str, str] = {}
+
+
+def _claim_sql(vendor: str) -> str:
+    if (sql := _CLAIM_SQL.get(vendor)) is None:
+        table = DBTaskResult._meta.db_table
+        columns = ", ".join(field.column for field in DBTaskResult._meta.concrete_fields)
+        append_worker, lock = "json_insert(worker_ids, '$[#]', %s)", ""
+        if vendor == "postgresql":
+            append_worker = "worker_ids || jsonb_build_array(%s::text)"
+            lock = "FOR UPDATE SKIP LOCKED"
+        # The same filter and order as DBTaskResult.objects.ready() and its Meta.ordering,
+        # which the partial index tasks_db_new_ordering_idx serves. Only names of the
+        # model's own table and columns are formatted in; every value is a parameter.
+        sql = _CLAIM_SQL[vendor] = f"""
+            UPDATE {table} SET status = %s, started_at = %s, worker_ids = {append_worker}
+            WHERE id = (
+                SELECT id FROM {table}
+                WHERE status = %s AND backend_name = %s AND queue_name = %s
+                  AND (run_after = %s OR run_after <= %s)
+                ORDER BY priority DESC, run_after ASC, enqueued_at ASC
+                LIMIT 1 {lock}
+            )
+            RETURNING {columns}"""  # noqa: S608
+    return sql

@@ -349,3 +349,83 @@ def test_cancelling_stops_a_tool_while_it_runs(operator):
     assert "cancelled" in call.latest_result.observation
     assert reload(session).status == SessionStatus.CANCELLED
     assert not thread.is_alive()
+
+
+def test_the_worker_claims_ready_steps_oldest_first_each_once():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agentdash.runner import advance_session
+    from agentdash.worker import claim_next_task
+
+    first, second = advance_session.enqueue(1), advance_session.enqueue(2)
+    advance_session.using(run_after=timezone.now() + timedelta(hours=1)).enqueue(3)
+
+    claimed = [claim_next_task("worker-a"), claim_next_task("worker-b")]
+
+    assert [str(row.pk) for row in claimed] == [first.id, second.id]
+    assert [row.worker_ids for row in claimed] == [["worker-a"], ["worker-b"]]
+    for row in claimed:
+        stored = DBTaskResult.objects.get(pk=row.pk)
+        assert stored.status == "RUNNING"
+        assert stored.started_at is not None
+    assert claim_next_task("worker-a") is None  # the third is not due for an hour
+
+
+def test_steps_in_one_process_send_the_model_the_whole_conversation(operator):
+    from agentdash import runner
+
+    session = start(
+        [tool_use("write_file", "w1", path="a.txt", content="one")],
+        [
+            tool_use("list_dir", "l1", path="."),
+            tool_use("write_file", "w2", path="b.txt", content="2"),
+        ],
+        [text("done")],
+    )
+    worker = StepWorker()
+    sent: list[list[dict[str, Any]]] = []
+    messages = runner._Conversations.messages
+
+    def recording(self: Any, session: AgentSession, last_index: int) -> list[dict[str, Any]]:
+        sent.append(messages(self, session, last_index))
+        return sent[-1]
+
+    runner._Conversations.messages = recording  # type: ignore[method-assign]
+    try:
+        worker.run_ready_steps()
+        for call_id in ("w1", "w2"):
+            decide(
+                ToolCall.objects.get(session=session, call_id=call_id).pk,
+                user=operator,
+                approve=True,
+            )
+            worker.run_ready_steps()
+    finally:
+        runner._Conversations.messages = messages  # type: ignore[method-assign]
+
+    assert reload(session).status == SessionStatus.COMPLETED
+    stored = [
+        {"role": message.role, "content": message.content}
+        for message in Message.objects.filter(session=session).order_by("index")
+    ]
+    # Each model call got exactly the conversation stored up to then, read in part.
+    assert len(sent) == 3
+    for conversation in sent:
+        assert conversation == stored[: len(conversation)]
+    assert len(sent[-1]) == len(stored) - 1  # all but the final reply
+
+
+def test_a_cached_conversation_that_does_not_match_the_rows_is_read_again():
+    from agentdash import runner
+
+    session = start([text("hi")])
+    key = (session.pk, session.created_at)
+    conversations = runner._Conversations(4)
+    # Longer than the session's conversation: only a changed database could do this.
+    conversations.entries[key] = [{"role": "user", "content": "stale"}] * 3
+
+    assert conversations.messages(session, 0) == [
+        {"role": "user", "content": [{"type": "text", "text": "Test the runner"}]}
+    ]

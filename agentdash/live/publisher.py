@@ -204,7 +204,15 @@ async def _group_send_all(pushes: list[tuple[str, str]]) -> None:
     if layer is None:
         return
     for group, html in pushes:
-        await layer.group_send(group, {"type": MESSAGE_TYPE, "html": html})
+        message = {"type": MESSAGE_TYPE, "html": html}
+        try:
+            await layer.group_send(group, message)
+        except Exception as error:
+            # After Redis restarts, each pooled connection fails once ("Connection closed
+            # by server") before the pool replaces it: send again on the new one rather
+            # than lose the push. Failing twice means Redis is still away.
+            logger.info("pushing to %s failed (%s); trying once more", group, error)
+            await layer.group_send(group, message)
 
 
 def _finished(task: asyncio.Task[None]) -> None:

@@ -168,12 +168,6 @@ def test_steps_go_on_while_redis_is_away_and_the_pages_catch_up(
         assert_nothing_lost_or_doubled(session, runs={call.call_id: 1})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,  # the push that never arrives, nothing else
-    reason="the publisher loses its first push after Redis restarts; the fix is waiting "
-    "to be applied: /tmp/patches/faults-publisher-redis-restart.md",
-)
 def test_the_first_push_after_redis_restarted_arrives(
     server_process, redis_process, settings, operator
 ):

@@ -134,6 +134,20 @@ else:
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
+# The cache holds the failed-login and failed-token counts (agentdash/ratelimit.py). With
+# REDIS_URL, Redis, so that every web process counts the same failures; otherwise this
+# process's memory, enough for the embedded default's single process.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "agentdash",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -141,6 +155,18 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# The largest message a browser may send on a live socket (the pages send none): a larger
+# one closes the socket (4413). Daphne refuses any over 1 MiB before the consumer sees it.
+AGENTDASH_WEBSOCKET_MAX_MESSAGE_BYTES = int(
+    os.environ.get("AGENTDASH_WEBSOCKET_MAX_MESSAGE_BYTES", 256 * 1024)
+)
+# Failed logins allowed per window before the login forms refuse for the rest of it
+# (429 with Retry-After, and an audit event): per username, and per client address.
+# "5/m" is five per minute; "0" or empty turns a limit off. AGENTDASH_API_TOKEN_RATE is
+# the same for API and /metrics requests whose token does not authenticate, per address.
+AGENTDASH_LOGIN_RATE = os.environ.get("AGENTDASH_LOGIN_RATE", "5/m")
+AGENTDASH_LOGIN_IP_RATE = os.environ.get("AGENTDASH_LOGIN_IP_RATE", "20/m")
+AGENTDASH_API_TOKEN_RATE = os.environ.get("AGENTDASH_API_TOKEN_RATE", "20/m")
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 

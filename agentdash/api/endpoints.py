@@ -4,7 +4,8 @@ Every operation needs `Authorization: Bearer <token>` (see agentdash/api/auth.py
 acts as the token's user, with that user's permissions. Errors are JSON with a
 `detail`: 400 unparsable body, 401 no or bad token, 403 not allowed, 404 no such
 thing, 409 it moved on (the body says who moved it), 422 invalid input with `errors`
-naming each field.
+naming each field, 429 too many bad tokens from this address (Retry-After says for
+how many seconds).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ninja.operation import Operation
 
 from agentdash import approvals
 from agentdash.api import schemas as s
-from agentdash.api.auth import UNAUTHENTICATED, ApiTokenAuth
+from agentdash.api.auth import UNAUTHENTICATED, ApiTokenAuth, TooManyFailedTokens
 from agentdash.models import AgentSession, ExecutionResult, ToolCall
 from agentdash.sessions import cancel_session, start_session
 from agentdash.states import IllegalTransition
@@ -48,7 +49,7 @@ api = AgentdashAPI(
 )
 
 # The error answers each kind of operation can give, for the schema.
-READ: dict[int, Any] = {401: s.ErrorOut, 422: s.ValidationErrorOut}
+READ: dict[int, Any] = {401: s.ErrorOut, 422: s.ValidationErrorOut, 429: s.ErrorOut}
 ONE: dict[int, Any] = {**READ, 404: s.ErrorOut}
 WRITE: dict[int, Any] = {**ONE, 400: s.ErrorOut, 403: s.ErrorOut, 409: s.ConflictOut}
 
@@ -64,6 +65,13 @@ def _unauthenticated(request: HttpRequest, error: AuthenticationError) -> HttpRe
     detail = UNAUTHENTICATED if error.message == "Unauthorized" else error.message
     response = api.create_response(request, {"detail": detail}, status=401)
     response["WWW-Authenticate"] = 'Bearer realm="agentdash"'
+    return response
+
+
+@api.exception_handler(TooManyFailedTokens)
+def _too_many_failed_tokens(request: HttpRequest, error: TooManyFailedTokens) -> HttpResponse:
+    response = api.create_response(request, {"detail": error.message}, status=429)
+    response["Retry-After"] = str(error.retry_after)
     return response
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Permission
+from django.core.cache import cache
 from django.test import AsyncClient, Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
@@ -102,6 +103,15 @@ def concrete_paths(route: Route, existing: dict[str, str]) -> list[str]:
             path = re.sub(rf"<(?:\w+:)?{name}>", value, path)
         paths.append("/" + path)
     return paths
+
+
+@pytest.fixture(autouse=True)
+def _fresh_failure_counts():
+    """These tests send hundreds of bad tokens and logins: the address they come from is
+    locked out (agentdash/ratelimit.py) and must not stay so for the tests after them."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture

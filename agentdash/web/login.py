@@ -1,0 +1,81 @@
+"""The login forms (the dashboard's and the admin's), limited against password guessing.
+
+Failed logins are counted per username and per client address (agentdash/ratelimit.py).
+Once either is over its rate, the form refuses without checking the password, says
+when to try again, and the dashboard's login page answers 429 with Retry-After; the
+lockout is logged and written to the audit log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
+from django.http import HttpResponse
+
+from agentdash import ratelimit
+
+RATE_LIMITED = "rate_limited"
+
+
+class RateLimitedLogin:
+    """Mixed into an AuthenticationForm: `locked_for` holds the seconds to wait when the
+    form refused because of the limits."""
+
+    request: Any
+    cleaned_data: dict[str, Any]
+    locked_for: int | None = None
+
+    def clean(self) -> dict[str, Any]:
+        username = str(self.cleaned_data.get("username") or "")
+        counted = [
+            (ratelimit.LOGIN_BY_USERNAME, username.strip().casefold()),
+            (ratelimit.LOGIN_BY_ADDRESS, ratelimit.client_address(self.request)),
+        ]
+        waits = [wait for limit, key in counted if (wait := limit.retry_after(key)) is not None]
+        if waits:
+            self._refuse(max(waits))
+        try:
+            return super().clean()  # type: ignore[misc]
+        except ValidationError as error:
+            if error.code == "invalid_login":
+                self._count_failure(counted, username)
+            raise
+
+    def _count_failure(
+        self, counted: list[tuple[ratelimit.FailureLimit, str]], username: str
+    ) -> None:
+        address = ratelimit.client_address(self.request)
+        lockouts = []
+        for limit, key in counted:
+            if (seconds := limit.fail(key)) is not None:
+                ratelimit.record_lockout(limit, seconds, username=username[:150], address=address)
+                lockouts.append(seconds)
+        if lockouts:
+            self._refuse(max(lockouts))
+
+    def _refuse(self, seconds: int) -> None:
+        self.locked_for = seconds
+        raise ValidationError(ratelimit.retry_message(seconds), code=RATE_LIMITED)
+
+
+class LoginForm(RateLimitedLogin, AuthenticationForm):
+    pass
+
+
+class AdminLoginForm(RateLimitedLogin, AdminAuthenticationForm):
+    pass
+
+
+class LoginView(auth_views.LoginView):
+    form_class = LoginForm
+
+    def form_invalid(self, form: LoginForm) -> HttpResponse:
+        response = super().form_invalid(form)
+        if form.locked_for is not None:
+            response.status_code = 429
+            response["Retry-After"] = str(form.locked_for)
+        return response

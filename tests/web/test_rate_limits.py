@@ -1,0 +1,188 @@
+"""Password guessing at the login forms: failures counted per username and per client
+address, then 429 with a retry time, an audit event and a log line."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.core.cache import cache
+from django.test import Client
+
+from agentdash.models import AuditEvent
+from agentdash.ratelimit import LOGIN_BY_ADDRESS, LOGIN_BY_USERNAME, Rate
+from tests.live.conftest import REDIS_HOST, REDIS_PORT, redis_answers
+
+pytestmark = pytest.mark.django_db
+
+ATTACKER = "203.0.113.66"
+BYSTANDER = "198.51.100.20"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counts(settings):
+    """The counts live in the cache, which outlives a test: none leak in or out. And a
+    fast password hasher: these tests log in dozens of times, and the real one is slow
+    on purpose."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def log_in(username: str, password: str, *, address: str = ATTACKER, path: str = "/login/"):
+    client = Client(REMOTE_ADDR=address)
+    response = client.post(path, {"username": username, "password": password})
+    return response, client
+
+
+def logged_in(client: Client) -> bool:
+    return "_auth_user_id" in client.session
+
+
+def test_five_bad_passwords_lock_the_username_with_a_retry_time(operator, caplog):
+    for _ in range(4):
+        response, _ = log_in("olivia", "guess")
+        assert response.status_code == 200
+        assert "Please enter a correct username and password" in response.text
+
+    locking, _ = log_in("olivia", "guess")  # the fifth
+    response, client = log_in("olivia", "pw-olivia-123")  # right, but too late
+
+    for refused in (locking, response):
+        assert refused.status_code == 429
+        assert 0 < int(refused["Retry-After"]) <= 60
+        assert f"Try again in {refused['Retry-After']} seconds" in refused.text
+    assert not logged_in(client)
+    (event,) = AuditEvent.objects.filter(kind="auth.locked_out")
+    assert event.actor == "ratelimit"
+    assert event.payload["username"] == "olivia"
+    assert event.payload["address"] == ATTACKER
+    assert event.payload["scope"] == "login-username"
+    assert "Locked out for" in caplog.text
+
+
+def test_a_locked_username_is_locked_from_every_address_but_others_log_in(operator, viewer):
+    for _ in range(5):
+        log_in("olivia", "guess")
+
+    from_elsewhere, _ = log_in("olivia", "pw-olivia-123", address=BYSTANDER)
+    other_user, client = log_in("victor", "pw-victor-123", address=BYSTANDER)
+
+    assert from_elsewhere.status_code == 429
+    assert other_user.status_code == 302
+    assert logged_in(client)
+
+
+def test_one_address_trying_many_usernames_is_locked_out(operator, settings):
+    settings.AGENTDASH_LOGIN_IP_RATE = "6/m"
+    for n in range(6):
+        response, _ = log_in(f"user{n}", "guess")
+    assert response.status_code == 429
+
+    right, client = log_in("olivia", "pw-olivia-123")
+    elsewhere, other = log_in("olivia", "pw-olivia-123", address=BYSTANDER)
+
+    assert right.status_code == 429
+    assert not logged_in(client)
+    assert elsewhere.status_code == 302
+    assert logged_in(other)
+    assert AuditEvent.objects.filter(
+        kind="auth.locked_out", payload__scope="login-address"
+    ).exists()
+
+
+def test_the_lockout_ends_with_its_window(operator, settings):
+    settings.AGENTDASH_LOGIN_RATE = "2/3s"
+    for _ in range(2):
+        log_in("olivia", "guess")
+    refused = log_in("olivia", "pw-olivia-123")[0]
+    assert refused.status_code == 429
+
+    time.sleep(int(refused["Retry-After"]) + 0.2)
+    response, client = log_in("olivia", "pw-olivia-123")
+
+    assert response.status_code == 302
+    assert logged_in(client)
+
+
+def test_a_successful_login_does_not_hide_failures_from_the_address_limit(operator, settings):
+    settings.AGENTDASH_LOGIN_IP_RATE = "3/m"
+    log_in("olivia", "guess")
+    log_in("olivia", "guess")
+    assert log_in("olivia", "pw-olivia-123")[0].status_code == 302
+
+    assert log_in("someone", "guess")[0].status_code == 429
+
+
+def test_the_admin_login_is_limited_too(django_user_model):
+    django_user_model.objects.create_superuser("sam", password="pw-sam-123")
+    for _ in range(5):
+        log_in("sam", "guess", path="/admin/login/")
+
+    response, client = log_in("sam", "pw-sam-123", path="/admin/login/")
+
+    assert "Too many failed attempts" in response.text
+    assert not logged_in(client)
+
+
+def test_limits_can_be_turned_off(operator, settings):
+    settings.AGENTDASH_LOGIN_RATE = "0"
+    settings.AGENTDASH_LOGIN_IP_RATE = ""
+    for _ in range(30):
+        log_in("olivia", "guess")
+
+    assert log_in("olivia", "pw-olivia-123")[0].status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("5/m", Rate(5, 60)),
+        ("20/minute", Rate(20, 60)),
+        ("100/h", Rate(100, 3600)),
+        ("10/30s", Rate(10, 30)),
+        (" 3 / 5m ", Rate(3, 300)),
+        ("1/day", Rate(1, 86400)),
+        ("0/m", None),
+        ("", None),
+    ],
+)
+def test_rates_are_written_as_failures_per_period(text, rate):
+    assert Rate.parse(text) == rate
+
+
+@pytest.mark.parametrize("text", ["five a minute", "5", "5/fortnight", "-1/m", "5/m/s"])
+def test_a_rate_that_cannot_be_read_is_an_error_not_a_silent_default(text):
+    with pytest.raises(ValueError, match="Not a rate"):
+        Rate.parse(text)
+
+
+@pytest.mark.redis
+def test_on_redis_every_process_counts_the_same_failures(operator, settings):
+    """With REDIS_URL the counts live in Redis: a second process (here, a second cache
+    connection) sees the failures the first one counted."""
+    if not redis_answers():
+        pytest.skip(f"needs Redis at {REDIS_HOST}:{REDIS_PORT}")
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
+            "KEY_PREFIX": f"agentdash-test-{time.monotonic_ns()}",
+        }
+    }
+    from django.core.cache import caches
+
+    settings.AGENTDASH_LOGIN_IP_RATE = "3/m"
+    try:
+        for n in range(3):
+            log_in(f"user{n}", "guess")
+        caches.close_all()  # a fresh connection, as another process would have
+
+        assert log_in("olivia", "pw-olivia-123")[0].status_code == 429
+        assert LOGIN_BY_ADDRESS.retry_after(ATTACKER) is not None
+    finally:
+        # Not clear(): on Redis it empties the whole database, which others share.
+        LOGIN_BY_ADDRESS.reset(ATTACKER)
+        for n in range(3):
+            LOGIN_BY_USERNAME.reset(f"user{n}")

@@ -16,6 +16,7 @@ answers (published cold starts are about 0.5-1 s).
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import subprocess
 import tempfile
@@ -80,6 +81,7 @@ def figures_for(name: str, timings: list[float], target: str = "", passed: bool 
 
 async def measure() -> list[Figure]:
     interpreter = Interpreter.current()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="agentdash-bench-") as root:
         workdir = Path(root) / "workspace"
         workdir.mkdir()
@@ -108,10 +110,18 @@ async def measure() -> list[Figure]:
         finally:
             await docker.aclose()
 
+    load_after = os.getloadavg()[0]
     bare = statistics.median(timings["bare"])
     process_median = statistics.median(timings["process"])
     warm_median = statistics.median(timings["warm"])
     figures = [
+        # Every figure here is wall-clock time on a 2-core machine: read them beside this.
+        Figure(
+            "load average (1 min) before and after",
+            load_before,
+            "",
+            note=f"{load_before:.2f} before, {load_after:.2f} after",
+        ),
         *figures_for("bare `python -I -S -c` start (no sandbox)", timings["bare"]),
         *figures_for(
             "process backend run_python",

@@ -145,10 +145,11 @@ class CgroupRemovals:
         logger.warning("could not remove the sandbox cgroups %s", list(groups.directories.values()))
 
 
-def filesystem_binds(interpreter: Interpreter) -> list[str]:
+@functools.cache
+def filesystem_binds(interpreter: Interpreter) -> tuple[str, ...]:
     """bubblewrap arguments for the read-only view: /usr, the top-level links into it
     (merged-/usr Debian) and the interpreter's prefix when it lives elsewhere (pyenv's
-    under /root, mode 0700)."""
+    under /root, mode 0700). Looked up once: they are the same for every run."""
     args = ["--ro-bind", "/usr", "/usr"]
     for name in ("bin", "sbin", "lib", "lib64", "lib32", "libx32"):
         path = Path("/") / name
@@ -158,7 +159,12 @@ def filesystem_binds(interpreter: Interpreter) -> list[str]:
             args += ["--ro-bind", str(path), str(path)]
     if not interpreter.prefix.is_relative_to("/usr"):
         args += ["--ro-bind", str(interpreter.prefix), str(interpreter.prefix)]
-    return args
+    return tuple(args)
+
+
+@functools.cache
+def bwrap_path() -> str:
+    return shutil.which("bwrap") or "bwrap"
 
 
 def bwrap_argv(
@@ -172,7 +178,7 @@ def bwrap_argv(
         else ("--unshare-all", "--unshare-user")
     )
     return [
-        shutil.which("bwrap") or "bwrap",
+        bwrap_path(),
         # user, pid, network, ipc, uts and cgroup namespaces; no new user namespaces inside
         *namespaces,
         "--disable-userns",

@@ -9,7 +9,10 @@ Each page opens one socket (htmx's websocket extension, `ws-connect`) and the co
     without a reload and without missing an event: the group is joined before the
     snapshot is read, and the page ignores a fragment older than what it shows;
   - then forwards what the publisher sends to the group, as it is.
-Messages from the browser are ignored: nothing a client sends is ever acted on.
+Messages from the browser are ignored: nothing a client sends is ever acted on, and
+none is parsed. One larger than AGENTDASH_WEBSOCKET_MAX_MESSAGE_BYTES closes the socket
+with 4413: the pages send nothing, so only a hostile client sends that much. (Daphne
+fails the connection itself, 1009, over its own limit of 1 MiB, before it gets here.)
 The Origin header is checked by AllowedHostsOriginValidator (routing.py).
 """
 
@@ -20,12 +23,17 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from agentdash.approvals import DECIDE_PERMISSION
 from agentdash.live import fragments, groups, publisher
+from agentdash.web.history_query import MAX_ID
 
 CLOSE_LOGIN_REQUIRED = 4401
 CLOSE_NOT_FOUND = 4404
+# RFC 6455's 1009 (message too big) is the server's own: Daphne refuses an application
+# any code but 1000 and 3000-4999. 4413, after HTTP's 413 Content Too Large.
+CLOSE_MESSAGE_TOO_BIG = 4413
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
@@ -48,6 +56,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=CLOSE_LOGIN_REQUIRED)
             return
+        if not self.subject_may_exist():
+            await self.accept()
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
         publisher.bind_loop(asyncio.get_running_loop())
         can_decide = await database_sync_to_async(user.has_perm)(DECIDE_PERMISSION)
         group = self.topic()
@@ -62,8 +74,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         await self.send(text_data=html)
 
+    def subject_may_exist(self) -> bool:
+        """False when the URL cannot name anything (checked before its group is joined)."""
+        return True
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """The pages send nothing; whatever arrives is dropped."""
+        """The pages send nothing; whatever arrives is dropped, unread, unless it is too
+        big to be anything but an attack."""
+        size = len(bytes_data) if bytes_data is not None else len((text_data or "").encode())
+        if size > settings.AGENTDASH_WEBSOCKET_MAX_MESSAGE_BYTES:
+            await self.close(code=CLOSE_MESSAGE_TOO_BIG)
 
     async def live_html(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["html"])
@@ -74,6 +94,10 @@ class SessionConsumer(LiveConsumer):
 
     def topic(self) -> str:
         return groups.session(self.scope["url_route"]["kwargs"]["session_id"])
+
+    def subject_may_exist(self) -> bool:
+        # The route takes any digits; a group name has at most 100 characters.
+        return 0 < self.scope["url_route"]["kwargs"]["session_id"] <= MAX_ID
 
     def snapshot(self, *, can_decide: bool) -> str | None:
         session_id = self.scope["url_route"]["kwargs"]["session_id"]

@@ -2,6 +2,7 @@ from .audit import AuditEvent
 from .policy import PolicyRule, PolicyVersion
 from .sessions import AgentSession, ApprovalDecision, ExecutionResult, Message, ToolCall
 from .tokens import ApiToken
+from .verification import ChainVerification
 from .webhooks import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "ApiToken",
     "ApprovalDecision",
     "AuditEvent",
+    "ChainVerification",
     "ExecutionResult",
     "Message",
     "PolicyRule",

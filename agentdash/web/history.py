@@ -1,7 +1,8 @@
 """The audit history pages: the filtered log, its export, the chain's check, the charts.
 
-Thin views: the filters, pages and the chain's status come from `history_query`, the
-pictures from `charts`. Login is required by LoginRequiredMiddleware, as everywhere.
+Thin views: the filters and pages come from `history_query`, the chain's check and its
+status from `agentdash.verification` (a background job: no request walks the chain),
+the pictures from `charts`. Login is required by LoginRequiredMiddleware, as everywhere.
 """
 
 from __future__ import annotations
@@ -26,20 +27,13 @@ from django.http import (
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
-from agentdash import audit
+from agentdash import audit, verification
 from agentdash.models import AuditEvent
 from agentdash.sessions import actor_for
 from agentdash.web import charts
-from agentdash.web.history_query import (
-    HistoryFilterForm,
-    chain_status,
-    head_seq,
-    page_of,
-    tool_names,
-    verify_chain,
-)
+from agentdash.web.history_query import HistoryFilterForm, head_seq, page_of, tool_names
 
 # A payload longer than this is cut on the page (the export has it whole), so that a
 # page of fifty events with huge arguments stays light.
@@ -78,7 +72,11 @@ def _link(params: dict[str, str], **cursor: int) -> str:
 def index(request: HttpRequest) -> HttpResponse:
     form = HistoryFilterForm(request.GET)
     head = head_seq()
-    context: dict[str, object] = {"form": form, "chain": chain_status(head), "head_seq": head}
+    context: dict[str, object] = {
+        "form": form,
+        "chain": verification.status(head),
+        "head_seq": head,
+    }
     if not form.is_valid():
         return render(request, "agentdash/history/index.html", context, status=400)
 
@@ -99,13 +97,19 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(request, "agentdash/history/index.html", context)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def verify(request: HttpRequest) -> HttpResponse:
-    """Check the whole chain now, record the result, and go back to the page as it was."""
-    verify_chain(actor_for(request.user))
+    """POST: queue a check of the chain (full=1: from event 1; otherwise the events since
+    the last check), or join the one in progress. GET: the chain's status as a fragment,
+    which the page polls while a check runs. Neither walks the chain."""
     # Re-encoded through QueryDict so that only a query string can come back from it.
-    filters = QueryDict(request.POST.get("filters", "")).urlencode()
-    return redirect(reverse("history:index") + (f"?{filters}" if filters else ""))
+    filters = QueryDict(request.POST.get("filters") or request.GET.get("filters", "")).urlencode()
+    if request.method == "POST":
+        verification.request(actor_for(request.user), full=request.POST.get("full") == "1")
+        if not request.htmx:
+            return redirect(reverse("history:index") + (f"?{filters}" if filters else ""))
+    context = {"chain": verification.status(head_seq()), "filter_query": filters}
+    return render(request, "agentdash/history/chain_status.html", context)
 
 
 @require_GET

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from agentdash import audit
+from agentdash import audit, verification
 from agentdash.models import AuditEvent
 
 TABLE = AuditEvent._meta.db_table
@@ -58,6 +58,33 @@ class TestInProcess:
             CommandError, match=r"broken at event 3: event 3 \(toolcall\.proposed\)"
         ):
             run_command("verify")
+
+    @pytest.mark.usefixtures("unguarded")
+    def test_verify_and_the_history_pages_job_find_the_same_first_bad_event(self, make_events):
+        make_events(6)
+        with connection.cursor() as cursor:
+            cursor.execute(f"UPDATE {TABLE} SET kind = 'forged' WHERE seq = 4")
+        verification.request("user:alice", full=True)
+        while verification.advance(slice_events=2).startswith("checked up to"):
+            pass
+        job = verification.state()
+
+        with pytest.raises(CommandError) as raised:
+            run_command("verify")
+
+        assert (job.verified_ok, job.first_bad_seq) == (False, 4)
+        assert str(raised.value) == (
+            f"audit chain broken at event 4: {job.problem} ({job.verified_events} events read)"
+        )
+
+    def test_verify_only_reads(self, make_events):
+        make_events(2)
+
+        run_command("verify")
+        run_command("verify")
+
+        assert AuditEvent.objects.count() == 2  # no record of the check is appended
+        assert verification.state().verified_at is None
 
     def test_export_jsonl_for_one_session(self, make_events):
         make_events(5)

@@ -15,12 +15,14 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, connections, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
-from agentdash import audit
+from agentdash import audit, verification
 from agentdash.approvals import decide
-from agentdash.models import AuditEvent, ToolCall
+from agentdash.models import AuditEvent, ChainVerification, ToolCall
 from agentdash.sessions import start_session
 from agentdash.web import history
 from agentdash.web.history_query import HistoryFilterForm, page_of
@@ -417,6 +419,8 @@ async def _record_many(count: int) -> None:
 
 
 _migration = importlib.import_module("agentdash.migrations.0001_initial")
+VERIFY = reverse("history:verify")
+TABLE = AuditEvent._meta.db_table
 
 
 @pytest.fixture
@@ -431,6 +435,20 @@ def unguarded() -> Iterator[None]:
             cursor.execute(sql)
 
 
+def verification_tasks() -> list[DBTaskResult]:
+    return list(
+        DBTaskResult.objects.ready().filter(
+            task_path=verification.continue_verification.module_path
+        )
+    )
+
+
+def chain_fragment(client: Client) -> str:
+    response = client.get(VERIFY)
+    assert response.status_code == 200
+    return response.text
+
+
 @pytest.mark.django_db
 def test_a_chain_never_verified_says_so(logged_in):
     record()
@@ -439,21 +457,55 @@ def test_a_chain_never_verified_says_so(logged_in):
 
     assert not response.context["chain"].checked
     assert "Never verified" in response.text
+    assert "hx-trigger" not in response.text  # nothing to poll for
 
 
 @pytest.mark.django_db
-def test_verifying_records_the_result_and_shows_it_until_the_log_grows(logged_in, viewer):
-    for _ in range(4):
+def test_verify_now_queues_a_check_and_answers_without_reading_the_chain(logged_in):
+    for _ in range(30):
         record()
 
-    response = logged_in.post(reverse("history:verify"), {"filters": "actor=model&bad=%3Cx%3E"})
+    with CaptureQueriesContext(connection) as queries:
+        response = logged_in.post(VERIFY, {"filters": "actor=model&bad=%3Cx%3E"})
 
     assert response.status_code == 302
     assert response["Location"] == f"{INDEX}?actor=model&bad=%3Cx%3E"
+    # The request read the log's head and nothing else of it; the walk is the job's.
+    reads = [q["sql"] for q in queries.captured_queries if TABLE in q["sql"]]
+    assert len(reads) == 1, reads
+    assert "LIMIT 1" in reads[0]
+    assert not AuditEvent.objects.filter(kind="audit.verified").exists()
+    state = verification.state()
+    assert (state.run_state, state.run_full, state.run_requested_by) == (
+        "queued",
+        True,
+        "user:victor",
+    )
+    assert (state.run_from_seq, state.run_target_seq) == (0, 30)
+    assert len(verification_tasks()) == 1
+
+    page = logged_in.get(INDEX)
+    assert "Queued:" in page.text
+    assert 'hx-trigger="every 1s"' in page.text
+
+
+# A worker's loop closes an idle connection, which a test transaction cannot survive.
+@pytest.mark.django_db(transaction=True)
+def test_the_job_runs_and_its_result_is_remembered_until_the_log_grows(
+    logged_in, run_queued_steps, django_assert_max_num_queries
+):
+    for _ in range(4):
+        record()
+    logged_in.post(VERIFY)
+
+    run_queued_steps()
+
     check = AuditEvent.objects.get(kind="audit.verified")
     assert (check.seq, check.actor) == (5, "user:victor")
     assert check.payload | {"seconds": 0} == {
         "ok": True,
+        "full": True,
+        "from_seq": 0,
         "events_checked": 4,
         "first_bad_seq": None,
         "problem": "",
@@ -461,46 +513,179 @@ def test_verifying_records_the_result_and_shows_it_until_the_log_grows(logged_in
         "head_hash": AuditEvent.objects.get(seq=4).hash,
         "seconds": 0,
     }
-    chain = logged_in.get(INDEX).context["chain"]
-    assert (chain.ok, chain.events_checked, chain.verified_by, chain.stale) == (
-        True,
+    with django_assert_max_num_queries(12):  # the page reads the result, not the chain
+        response = logged_in.get(INDEX)
+    chain = response.context["chain"]
+    assert (chain.checked, chain.verification.verified_ok, chain.stale) == (True, True, False)
+    assert (chain.verification.verified_up_to_seq, chain.verification.verified_by) == (
         4,
         "user:victor",
-        False,
     )
+    assert "Intact</strong> up to event 4" in response.text
+    assert "hx-trigger" not in response.text  # nothing runs: polling stops
+    assert not verification_tasks()
 
     record()
     record()
     response = logged_in.get(INDEX)
 
     assert response.context["chain"].unchecked == 2
-    assert "Stale:" in response.text
     assert "2 events appended since have not been checked" in response.text
 
 
 @pytest.mark.django_db
-@pytest.mark.usefixtures("unguarded")
-def test_a_tampered_chain_is_shown_broken_at_the_first_bad_event(logged_in):
+def test_progress_is_shown_while_the_check_runs_slice_by_slice(logged_in, monkeypatch):
+    monkeypatch.setattr(verification, "VERIFY_SLICE_EVENTS", 2)
     for _ in range(5):
         record()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {AuditEvent._meta.db_table} SET actor = %s WHERE seq = 3", ["user:mallory"]
-        )
+    logged_in.post(VERIFY)
 
-    logged_in.post(reverse("history:verify"))
-    response = logged_in.get(INDEX)
+    outcome = verification.continue_verification.call()
 
-    chain = response.context["chain"]
-    assert (chain.checked, chain.ok, chain.first_bad_seq) == (True, False, 3)
-    assert "Broken at event 3:" in response.text
-    assert "the event was edited" in response.text
-    assert 'role="alert"' in response.text
+    assert outcome == "checked up to event 2"
+    fragment = chain_fragment(logged_in)
+    assert "2 of 5 events checked (40%)" in fragment
+    assert '<progress max="5" value="2">' in fragment
+    assert 'hx-trigger="every 1s"' in fragment
+    assert len(verification_tasks()) == 2  # the first slice's task is still there, ready
+
+    verification.continue_verification.call()
+    assert "4 of 5 events checked (80%)" in chain_fragment(logged_in)
+
+    assert verification.continue_verification.call() == "chain intact"
+    fragment = chain_fragment(logged_in)
+    assert "Intact</strong> up to event 5" in fragment
+    assert "hx-trigger" not in fragment
+    assert verification.continue_verification.call() == "no verification in progress"
 
 
 @pytest.mark.django_db
-def test_verifying_needs_a_post(logged_in):
-    assert logged_in.get(reverse("history:verify")).status_code == 405
+def test_a_second_click_shows_the_check_already_running(logged_in, client, operator):
+    for _ in range(3):
+        record()
+    logged_in.post(VERIFY)
+    client.force_login(operator)
+
+    response = client.post(VERIFY, {"full": "1"}, headers={"HX-Request": "true"})
+
+    assert response.status_code == 200
+    assert "asked for by user:victor" in response.text
+    state = verification.state()
+    assert (state.run_number, state.run_requested_by) == (1, "user:victor")
+    assert len(verification_tasks()) == 1  # no second job
+    assert "disabled" in response.text
+
+
+@pytest.mark.django_db
+def test_a_stalled_check_is_resumed_where_it_stopped_by_asking_again(logged_in, monkeypatch):
+    monkeypatch.setattr(verification, "VERIFY_SLICE_EVENTS", 2)
+    for _ in range(5):
+        record()
+    logged_in.post(VERIFY)
+    verification.continue_verification.call()
+    DBTaskResult.objects.all().delete()  # its worker died with the next slice
+    long_ago = timezone.now() - verification.STALLED_AFTER * 2
+    ChainVerification.objects.update(run_touched_at=long_ago)
+    assert "Stalled:" in chain_fragment(logged_in)
+
+    logged_in.post(VERIFY)
+
+    assert len(verification_tasks()) == 1
+    state = verification.state()
+    assert (state.run_number, state.run_cursor_seq) == (1, 2)
+    while verification.continue_verification.call() != "chain intact":
+        pass
+    assert verification.state().verified_events == 5
+
+
+# A worker's loop closes an idle connection, which a test transaction cannot survive.
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("unguarded")
+def test_a_tampered_chain_is_shown_broken_at_the_first_bad_event_with_a_link(
+    logged_in, run_queued_steps
+):
+    for _ in range(5):
+        record()
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {TABLE} SET actor = %s WHERE seq = 3", ["user:mallory"])
+
+    logged_in.post(VERIFY)
+    run_queued_steps()
+    response = logged_in.get(INDEX)
+
+    chain = response.context["chain"]
+    assert (chain.checked, chain.verification.verified_ok) == (True, False)
+    assert chain.verification.first_bad_seq == 3
+    assert "the event was edited" in response.text
+    assert 'role="alert"' in response.text
+    link = f'href="{INDEX}?before=4#event-3" data-testid="first-bad-event">event 3</a>'
+    assert link in response.text
+    assert seqs(logged_in.get(f"{INDEX}?before=4"))[0] == 3  # the link lands on it
+
+
+# A worker's loop closes an idle connection, which a test transaction cannot survive.
+@pytest.mark.django_db(transaction=True)
+def test_an_incremental_check_reads_only_new_events_and_a_full_one_rereads_all(
+    logged_in, unguarded, run_queued_steps
+):
+    for _ in range(4):
+        record()
+    logged_in.post(VERIFY)
+    run_queued_steps()
+    for _ in range(3):
+        record()
+
+    logged_in.post(VERIFY)  # incremental: the last check found events 1-4 good
+    run_queued_steps()
+
+    state = verification.state()
+    assert (state.verified_full, state.verified_from_seq) == (False, 4)
+    # Events 5-8: the first check's own record and the three appended since.
+    assert (state.verified_events, state.verified_up_to_seq) == (4, 8)
+    assert "4 new events checked after event 4" in logged_in.get(INDEX).text
+
+    # What an incremental check cannot see, a full one does: an edit before its start.
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {TABLE} SET actor = %s WHERE seq = 2", ["user:mallory"])
+    logged_in.post(VERIFY)
+    run_queued_steps()
+    assert verification.state().verified_ok
+
+    logged_in.post(VERIFY, {"full": "1"})
+    run_queued_steps()
+
+    state = verification.state()
+    assert (state.verified_full, state.verified_ok, state.first_bad_seq) == (True, False, 2)
+
+
+# A worker's loop closes an idle connection, which a test transaction cannot survive.
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("unguarded")
+def test_an_incremental_check_notices_events_cut_off_the_end(logged_in, run_queued_steps):
+    for _ in range(5):
+        record()
+    logged_in.post(VERIFY)
+    run_queued_steps()
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {TABLE} WHERE seq >= 4")
+
+    logged_in.post(VERIFY)
+    run_queued_steps()
+
+    state = verification.state()
+    assert (state.verified_ok, state.first_bad_seq) == (False, 4)
+    assert "events were cut off the end" in state.problem
+
+
+@pytest.mark.django_db
+def test_the_fragment_is_for_logged_in_users_and_reading_it_queues_nothing(client, viewer):
+    record()
+
+    assert client.get(VERIFY).status_code == 302
+    client.force_login(viewer)
+    assert "Never verified" in chain_fragment(client)
+    assert not verification_tasks()
+    assert verification.state().run_state == "idle"
 
 
 # --- what models and tools wrote is text, never markup ------------------------------------------

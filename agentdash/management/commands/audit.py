@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from agentdash import audit
+from agentdash import audit, verification
 from agentdash.models import AuditEvent
 
 
@@ -41,7 +41,9 @@ class Command(BaseCommand):
         def progress(events_checked: int) -> None:
             self.stderr.write(f"... {events_checked} events checked")
 
-        report = audit.verify(progress=progress if verbosity >= 2 else None)
+        # The same walk as the history page's background check, here from event 1 and in
+        # the foreground; read-only, so that checking never changes what is checked.
+        report = verification.check_chain(progress=progress if verbosity >= 2 else None)
         if not report.ok:
             raise CommandError(
                 f"audit chain broken at event {report.first_bad_seq}: {report.problem} "

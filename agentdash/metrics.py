@@ -1,10 +1,18 @@
-"""/metrics for Prometheus: read from the database at scrape time.
+"""/metrics for Prometheus: read from the database at scrape time, cheaply.
 
 The numbers are the database's, not one process's, so every web process and worker
-reports the same thing and nothing is lost on a restart. Each scrape runs a fixed
-handful of aggregate queries, none of which loads rows into Python; the histograms are
-counted by the database (one COUNT per bucket in a single grouped pass). Grouped
-queries drop the models' default ordering, which would join every call's message.
+reports the same thing and nothing is lost on a restart. A scrape must stay cheap
+however long the history grows (it read whole tables before: 2.3 s at a million audit
+events), so each number comes from one of three cheap sources:
+
+- Rows that can no longer change (calls and sessions in a final state, execution
+  results, which are never updated) are counted once per process and kept as running
+  totals (`SettledRollup`); each scrape folds in only the rows settled since the last
+  one and counts the rest (calls and sessions still in progress, and the newest rows)
+  live, through the state and primary-key indexes.
+- Small live sets (the approval queue) are read through their index.
+- The audit log is never counted: its size is its head's seq (seq has no gaps) and the
+  chain's status is the stored result of the last verification (agentdash.verification).
 
     agentdash_tool_calls{tool,state}                     gauge: calls in each state now
     agentdash_tool_executions_total{tool,status}         counter: results of tools that ran
@@ -15,6 +23,11 @@ queries drop the models' default ordering, which would join every call's message
     agentdash_sessions{status}                           gauge
     agentdash_tokens_total{provider,model,direction}     counter: input / output tokens
     agentdash_cost_usd_total{provider,model}             counter
+    agentdash_audit_events                               gauge: events in the audit log
+    agentdash_audit_chain_ok                             gauge: 1 intact, 0 broken (last check)
+    agentdash_audit_chain_verified_up_to_seq             gauge: the last event found good
+    agentdash_audit_chain_verified_timestamp_seconds     gauge: when the last check finished
+    agentdash_audit_chain_verification_running           gauge: 1 while a check runs
 
 Tool names come from the model, which may invent any; a name that is not one of the
 built-in tools is reported as "(unknown)" so that a misbehaving model cannot blow up
@@ -23,13 +36,15 @@ the number of series. Access: a Bearer API token, or a logged-in staff user.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
 from django.db import NotSupportedError
-from django.db.models import Count, F, FloatField, Func, Min, Q, QuerySet, Sum
+from django.db.models import Count, F, FloatField, Func, Max, Min, Model, Q, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -42,13 +57,19 @@ from prometheus_client.core import (
     Metric,
 )
 
+from agentdash import verification
 from agentdash.api.auth import UNAUTHENTICATED, token_user
 from agentdash.models import AgentSession, ExecutionResult, ToolCall
-from agentdash.states import CallState
+from agentdash.states import CALL_FINAL, SESSION_FINAL, CallState, SessionStatus
 from agentdash.toolbox import tool_catalogue
+from agentdash.web.history_query import head_seq
 from tools import ExecutionStatus
 
 UNKNOWN_TOOL = "(unknown)"
+# A row is folded into the running totals only once every row with a lower id has had
+# this long to commit: ids are handed out when a row is inserted, not when its
+# transaction commits, so a lower id can still appear a moment after a higher one.
+COMMIT_MARGIN_SECONDS = 60.0
 # Upper bounds of the histogram buckets, in seconds.
 EXECUTION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 APPROVAL_WAIT_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600, 86400)
@@ -101,44 +122,217 @@ def _tool_label(known: frozenset[str]) -> Callable[[str], str]:
     return lambda name: name if name in known else UNKNOWN_TOOL
 
 
+# Totals of one aggregation: label values -> numbers (counts, bucket counts, sums).
+type Totals = dict[tuple[str, ...], list[Any]]
+type Aggregation = Callable[[QuerySet[Any]], Totals]
+
+
+def _add(into: Totals, more: Mapping[tuple[str, ...], list[Any]]) -> Totals:
+    for key, numbers in more.items():
+        if key in into:
+            into[key] = [a + b for a, b in zip(into[key], numbers, strict=True)]
+        else:
+            into[key] = list(numbers)
+    return into
+
+
+class SettledRollup:
+    """Aggregates over one table: rows that can no longer change counted once, the rest
+    counted on each call.
+
+    Rows "settle" when they can no longer change: not `unsettled` (None: rows never
+    change once written), and every row with a lower id is settled too and has had
+    COMMIT_MARGIN_SECONDS to commit. The settled rows are a prefix of the ids, so they
+    are folded into running totals by id range as the prefix grows; what lies beyond it
+    (rows in progress, and the newest) is aggregated again on every call, through the
+    indexes on the state and the id. The totals live in this process: its first
+    scrape reads the table once, later ones only what is new or still moving.
+    """
+
+    def __init__(
+        self,
+        model: type[Model],
+        aggregations: Mapping[str, Aggregation],
+        unsettled: Q | None = None,
+    ) -> None:
+        self.model = model
+        self.aggregations = aggregations
+        self.unsettled = unsettled
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the running totals (the next call reads the settled rows again)."""
+        self.settled_up_to = 0
+        self._settled: dict[str, Totals] = {name: {} for name in self.aggregations}
+        self._newest_seen: deque[tuple[float, int]] = deque()
+
+    def _committed_up_to(self, now: float, newest: int) -> int:
+        """The highest id seen at least COMMIT_MARGIN_SECONDS ago: all below it exist now."""
+        self._newest_seen.append((now, newest))
+        committed = 0
+        while self._newest_seen and now - self._newest_seen[0][0] >= COMMIT_MARGIN_SECONDS:
+            committed = max(committed, self._newest_seen.popleft()[1])
+        if committed:  # still the bound next time, unless a newer one qualifies by then
+            self._newest_seen.appendleft((now - COMMIT_MARGIN_SECONDS, committed))
+        return committed
+
+    def totals(self) -> dict[str, Totals]:
+        with self._lock:
+            rows = self.model.objects.order_by()  # no default ordering: it joins
+            newest = rows.aggregate(newest=Max("pk"))["newest"] or 0
+            if newest < self.settled_up_to:  # the table was emptied or replaced
+                self.reset()
+            limit = self._committed_up_to(time.monotonic(), newest)
+            if self.unsettled is not None and limit > self.settled_up_to:
+                moving = rows.filter(self.unsettled).aggregate(first=Min("pk"))["first"]
+                if moving is not None:
+                    limit = min(limit, moving - 1)
+            if limit > self.settled_up_to:
+                newly_settled = rows.filter(pk__gt=self.settled_up_to, pk__lte=limit)
+                for name, aggregate in self.aggregations.items():
+                    _add(self._settled[name], aggregate(newly_settled))
+                self.settled_up_to = limit
+            # Bounded on both sides: SQLite then walks the id range, where an open range
+            # made it scan a whole index that matched the GROUP BY instead.
+            live = rows.filter(pk__gt=self.settled_up_to, pk__lte=newest)
+            return {
+                name: _add({key: list(v) for key, v in self._settled[name].items()}, agg(live))
+                for name, agg in self.aggregations.items()
+            }
+
+
 def _bucketed(
     rows: QuerySet[Any],
     field: str,
     bounds: Sequence[float],
     to_db: Callable[[float], Any],
-) -> QuerySet[Any]:
-    """`rows` (grouped with values()) annotated with cumulative bucket counts of `field`,
-    its count and its sum: one pass of the database over the group."""
+) -> Totals:
+    """Per tool: cumulative bucket counts of `field`, its count and its sum, from `rows`
+    grouped by tool_name with values(): one pass of the database over the group."""
     buckets = {
         f"le_{index}": Count("pk", filter=Q(**{f"{field}__lte": to_db(bound)}))
         for index, bound in enumerate(bounds)
     }
-    return rows.order_by().annotate(**buckets, observed=Count("pk"), total=Sum(field))
+    grouped = rows.order_by().annotate(**buckets, observed=Count("pk"), total=Sum(field))
+    return {
+        (row["tool_name"],): [
+            *(row[f"le_{index}"] for index in range(len(bounds))),
+            row["observed"],
+            row["total"] or 0,
+        ]
+        for row in grouped
+    }
+
+
+def _counted(rows: QuerySet[Any], *fields: str) -> Totals:
+    grouped = rows.order_by().values(*fields).annotate(n=Count("pk"))
+    return {tuple(row[field] for field in fields): [row["n"]] for row in grouped}
+
+
+def _calls_by_state(calls: QuerySet[ToolCall]) -> Totals:
+    return _counted(calls, "tool_name", "state")
+
+
+def _approval_waits(calls: QuerySet[ToolCall]) -> Totals:
+    # Calls that waited for a human and got an answer (or expired): still-pending ones
+    # are in agentdash_approval_oldest_wait_seconds instead.
+    rows = (
+        calls.filter(proposed_at__isnull=False, decided_at__isnull=False)
+        .annotate(wait=SecondsBetween("decided_at", "proposed_at"))
+        .values("tool_name")
+    )
+    return _bucketed(rows, "wait", APPROVAL_WAIT_BUCKETS, to_db=float)
+
+
+def _executions(results: QuerySet[ExecutionResult]) -> Totals:
+    return _counted(
+        results.exclude(status__in=NOT_RUN).annotate(tool_name=F("tool_call__tool_name")),
+        "tool_name",
+        "status",
+    )
+
+
+def _execution_durations(results: QuerySet[ExecutionResult]) -> Totals:
+    rows = (
+        results.exclude(status__in=NOT_RUN)
+        .annotate(tool_name=F("tool_call__tool_name"))
+        .values("tool_name")
+    )
+    return _bucketed(rows, "duration_ms", EXECUTION_BUCKETS, to_db=lambda s: s * 1000)
+
+
+def _sessions_by_status(sessions: QuerySet[AgentSession]) -> Totals:
+    return _counted(sessions, "status")
+
+
+def _usage(sessions: QuerySet[AgentSession]) -> Totals:
+    rows = (
+        sessions.order_by()
+        .values("provider", "model")
+        .annotate(input=Sum("input_tokens"), output=Sum("output_tokens"), usd=Sum("cost"))
+    )
+    return {
+        (row["provider"], row["model"]): [row["input"] or 0, row["output"] or 0, row["usd"] or 0]
+        for row in rows
+    }
+
+
+def _moving(states: Sequence[str], final: frozenset[str], field: str) -> Q:
+    # Named as a list of the states still moving, so the (state, ...) index serves it.
+    return Q(**{f"{field}__in": [state for state in states if state not in final]})
+
+
+CALLS = SettledRollup(
+    ToolCall,
+    {"calls": _calls_by_state, "waits": _approval_waits},
+    unsettled=_moving(CallState.values, CALL_FINAL, "state"),
+)
+EXECUTIONS = SettledRollup(
+    ExecutionResult, {"runs": _executions, "durations": _execution_durations}
+)
+SESSIONS = SettledRollup(
+    AgentSession,
+    {"sessions": _sessions_by_status, "usage": _usage},
+    unsettled=_moving(SessionStatus.values, SESSION_FINAL, "status"),
+)
+ROLLUPS = (CALLS, EXECUTIONS, SESSIONS)
+
+
+def _by_tool(totals: Totals, tool_label: Callable[[str], str]) -> Totals:
+    """`totals` keyed by tool name (first) with unknown names folded into one series."""
+    merged: Totals = {}
+    for (tool, *rest), numbers in totals.items():
+        _add(merged, {(tool_label(tool), *rest): numbers})
+    return merged
 
 
 def _histogram(
     name: str,
     documentation: str,
-    rows: QuerySet[Any],
+    totals: Totals,
     bounds: Sequence[float],
     tool_label: Callable[[str], str],
-    total_seconds: Callable[[Any], float],
+    to_seconds: Callable[[Any], float],
 ) -> HistogramMetricFamily:
-    """A histogram family per tool from `_bucketed()` rows grouped by tool_name."""
-    # Per tool: the bucket counts, then the count and the sum of all observations.
-    merged: dict[str, list[float]] = {}
-    for row in rows:
-        values = [row[f"le_{index}"] for index in range(len(bounds))]
-        values += [row["observed"], total_seconds(row["total"])]
-        tool = tool_label(row["tool_name"])
-        if tool in merged:  # several unknown names fold into one series
-            values = [a + b for a, b in zip(merged[tool], values, strict=True)]
-        merged[tool] = values
+    """A histogram family per tool from `_bucketed()` totals."""
     family = HistogramMetricFamily(name, documentation, labels=["tool"])
-    for tool, values in sorted(merged.items()):
-        *counts, observed, seconds = values
+    for (tool,), (*counts, observed, total) in sorted(_by_tool(totals, tool_label).items()):
         buckets = [(f"{bound:g}", count) for bound, count in zip(bounds, counts, strict=True)]
-        family.add_metric([tool], [*buckets, ("+Inf", observed)], seconds)
+        family.add_metric([tool], [*buckets, ("+Inf", observed)], to_seconds(total))
+    return family
+
+
+def _family(
+    kind: type[CounterMetricFamily] | type[GaugeMetricFamily],
+    name: str,
+    documentation: str,
+    labels: list[str],
+    totals: Totals,
+) -> Metric:
+    family = kind(name, documentation, labels=labels)
+    for key, (value,) in sorted(totals.items()):
+        family.add_metric(list(key), value)
     return family
 
 
@@ -147,78 +341,48 @@ class DatabaseCollector:
 
     def collect(self) -> Iterator[Metric]:
         label = _tool_label(frozenset(tool.name for tool in tool_catalogue()))
-        yield self._calls(label)
-        yield self._executions(label)
-        yield self._execution_seconds(label)
-        yield self._approval_wait_seconds(label)
-        yield from self._queue()
-        yield self._sessions()
-        yield from self._usage()
-
-    def _calls(self, label: Callable[[str], str]) -> Metric:
-        counts: Counter[tuple[str, str]] = Counter()
-        rows = ToolCall.objects.order_by().values("tool_name", "state").annotate(n=Count("pk"))
-        for row in rows:
-            counts[label(row["tool_name"]), row["state"]] += row["n"]
-        family = GaugeMetricFamily(
+        calls, executions, sessions = (rollup.totals() for rollup in ROLLUPS)
+        yield _family(
+            GaugeMetricFamily,
             "agentdash_tool_calls",
             "Tool calls by tool and current state.",
-            labels=["tool", "state"],
+            ["tool", "state"],
+            _by_tool(calls["calls"], label),
         )
-        for (tool, state), n in sorted(counts.items()):
-            family.add_metric([tool, state], n)
-        return family
-
-    def _executions(self, label: Callable[[str], str]) -> Metric:
-        counts: Counter[tuple[str, str]] = Counter()
-        rows = (
-            ExecutionResult.objects.exclude(status__in=NOT_RUN)
-            .order_by()
-            .values("tool_call__tool_name", "status")
-            .annotate(n=Count("pk"))
-        )
-        for row in rows:
-            counts[label(row["tool_call__tool_name"]), row["status"]] += row["n"]
-        family = CounterMetricFamily(
+        yield _family(
+            CounterMetricFamily,
             "agentdash_tool_executions",
             "Tool runs by tool and outcome (success, error, timeout, interrupted).",
-            labels=["tool", "status"],
+            ["tool", "status"],
+            _by_tool(executions["runs"], label),
         )
-        for (tool, status), n in sorted(counts.items()):
-            family.add_metric([tool, status], n)
-        return family
-
-    def _execution_seconds(self, label: Callable[[str], str]) -> Metric:
-        rows = (
-            ExecutionResult.objects.exclude(status__in=NOT_RUN)
-            .annotate(tool_name=F("tool_call__tool_name"))
-            .values("tool_name")
-        )
-        return _histogram(
+        yield _histogram(
             "agentdash_tool_execution_seconds",
             "How long tool runs took.",
-            _bucketed(rows, "duration_ms", EXECUTION_BUCKETS, to_db=lambda s: s * 1000),
+            executions["durations"],
             EXECUTION_BUCKETS,
             label,
-            total_seconds=lambda ms: (ms or 0) / 1000,
+            to_seconds=lambda ms: ms / 1000,
         )
-
-    def _approval_wait_seconds(self, label: Callable[[str], str]) -> Metric:
-        # Calls that waited for a human and got an answer (or expired): still-pending
-        # ones are in agentdash_approval_oldest_wait_seconds instead.
-        rows = (
-            ToolCall.objects.filter(proposed_at__isnull=False, decided_at__isnull=False)
-            .annotate(wait=SecondsBetween("decided_at", "proposed_at"))
-            .values("tool_name")
-        )
-        return _histogram(
+        yield _histogram(
             "agentdash_approval_wait_seconds",
-            "How long calls waited for an operator's decision.",
-            _bucketed(rows, "wait", APPROVAL_WAIT_BUCKETS, to_db=float),
+            "How long calls waited for an operator's decision (calls still waiting: "
+            "agentdash_approval_oldest_wait_seconds).",
+            calls["waits"],
             APPROVAL_WAIT_BUCKETS,
             label,
-            total_seconds=lambda seconds: seconds or 0.0,
+            to_seconds=float,
         )
+        yield from self._queue()
+        yield _family(
+            GaugeMetricFamily,
+            "agentdash_sessions",
+            "Sessions by status.",
+            ["status"],
+            sessions["sessions"],
+        )
+        yield from self._usage(sessions["usage"])
+        yield from self._audit()
 
     def _queue(self) -> Iterator[Metric]:
         queue = ToolCall.objects.filter(state=CallState.PENDING_APPROVAL).aggregate(
@@ -236,14 +400,7 @@ class DatabaseCollector:
             value=(timezone.now() - oldest).total_seconds() if oldest else 0.0,
         )
 
-    def _sessions(self) -> Metric:
-        family = GaugeMetricFamily("agentdash_sessions", "Sessions by status.", labels=["status"])
-        rows = AgentSession.objects.values("status").annotate(n=Count("pk")).order_by("status")
-        for row in rows:
-            family.add_metric([row["status"]], row["n"])
-        return family
-
-    def _usage(self) -> Iterator[Metric]:
+    def _usage(self, usage: Totals) -> Iterator[Metric]:
         tokens = CounterMetricFamily(
             "agentdash_tokens",
             "Model tokens used, by provider, model and direction (input includes cached).",
@@ -252,17 +409,45 @@ class DatabaseCollector:
         cost = CounterMetricFamily(
             "agentdash_cost_usd", "Model cost in US dollars.", labels=["provider", "model"]
         )
-        rows = (
-            AgentSession.objects.values("provider", "model")
-            .annotate(input=Sum("input_tokens"), output=Sum("output_tokens"), usd=Sum("cost"))
-            .order_by("provider", "model")
-        )
-        for row in rows:
-            tokens.add_metric([row["provider"], row["model"], "input"], row["input"])
-            tokens.add_metric([row["provider"], row["model"], "output"], row["output"])
-            cost.add_metric([row["provider"], row["model"]], float(row["usd"]))
+        for (provider, model), (input_tokens, output_tokens, usd) in sorted(usage.items()):
+            tokens.add_metric([provider, model, "input"], input_tokens)
+            tokens.add_metric([provider, model, "output"], output_tokens)
+            cost.add_metric([provider, model], float(usd))
         yield tokens
         yield cost
+
+    def _audit(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "agentdash_audit_events",
+            "Events in the audit log: the newest event's seq, since seqs have no gaps "
+            "(read from the index, not counted).",
+            value=head_seq(),
+        )
+        # The stored result of the last verification; a scrape never walks the chain.
+        check = verification.state()
+        yield GaugeMetricFamily(
+            "agentdash_audit_chain_verification_running",
+            "1 while a verification of the hash chain is queued or running, else 0.",
+            value=int(check.in_progress),
+        )
+        if check.verified_at is None:
+            return  # never verified: no value is better than a made-up one
+        yield GaugeMetricFamily(
+            "agentdash_audit_chain_ok",
+            "The last finished verification of the hash chain: 1 intact, 0 broken.",
+            value=int(check.verified_ok),
+        )
+        yield GaugeMetricFamily(
+            "agentdash_audit_chain_verified_up_to_seq",
+            "The last event the last verification found good: events after it are unchecked "
+            "(compare with agentdash_audit_events).",
+            value=check.verified_up_to_seq,
+        )
+        yield GaugeMetricFamily(
+            "agentdash_audit_chain_verified_timestamp_seconds",
+            "When the last verification of the hash chain finished (Unix time).",
+            value=check.verified_at.timestamp(),
+        )
 
 
 # The collector describes nothing, so registering it runs no query at import time.

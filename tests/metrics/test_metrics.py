@@ -6,12 +6,15 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from agentdash import metrics, verification
 from agentdash.approvals import decide
-from agentdash.models import AgentSession, ApiToken, ExecutionResult, ToolCall
+from agentdash.models import AgentSession, ApiToken, AuditEvent, ExecutionResult, ToolCall
 from agentdash.sessions import start_session
 from agentdash.states import CallState
 from tests.api.conftest import bearer, tool_use
@@ -150,3 +153,98 @@ def test_durations_and_waits_are_histograms_counted_by_the_database(
     wait = "agentdash_approval_wait_seconds"
     assert [bucket(wait, le) for le in ("60", "120", "3600", "14400", "+Inf")] == [0, 1, 1, 2, 2]
     assert samples[f"{wait}_sum", (("tool", "write_file"),)] == pytest.approx(4090)
+
+
+# --- a scrape stays cheap as history grows -----------------------------------------------
+
+
+@pytest.fixture
+def no_commit_margin(monkeypatch) -> None:
+    """Settled rows are folded into the running totals at once, not a minute later."""
+    monkeypatch.setattr(metrics, "COMMIT_MARGIN_SECONDS", 0.0)
+
+
+@pytest.mark.usefixtures("no_commit_margin")
+def test_settled_rows_are_counted_once_and_moving_ones_on_every_scrape(
+    client, scraper, operator, run_queued_steps
+):
+    done = write_call(operator, run_queued_steps, "done")
+    decide(done.pk, user=operator, approve=True)
+    run_queued_steps()
+    waiting = write_call(operator, run_queued_steps, "waits")
+    state = ("agentdash_tool_calls", "state")
+
+    first = scrape(client, **scraper)
+
+    assert first[state[0], ((state[1], "succeeded"), ("tool", "write_file"))] == 1
+    assert first[state[0], ((state[1], "pending_approval"), ("tool", "write_file"))] == 1
+    # The finished call (and everything before the waiting one) is in the running total;
+    # the waiting call is still counted live.
+    assert metrics.CALLS.settled_up_to == waiting.pk - 1
+    # Proof that a settled row is not read again: a change to it (which the application
+    # never makes) does not show.
+    ToolCall.objects.filter(pk=done.pk).update(tool_name="read_file")
+    decide(waiting.pk, user=operator, approve=False, reason="no")
+    run_queued_steps()
+
+    second = scrape(client, **scraper)
+
+    assert second[state[0], ((state[1], "succeeded"), ("tool", "write_file"))] == 1
+    assert second[state[0], ((state[1], "rejected"), ("tool", "write_file"))] == 1
+    assert (state[0], ((state[1], "pending_approval"), ("tool", "write_file"))) not in second
+    assert metrics.CALLS.settled_up_to == ToolCall.objects.latest("pk").pk
+    assert second["agentdash_sessions", (("status", "completed"),)] == 2
+
+
+def test_rows_are_not_folded_before_every_lower_id_has_had_time_to_commit(
+    client, scraper, operator, run_queued_steps
+):
+    done = write_call(operator, run_queued_steps, "done")
+    decide(done.pk, user=operator, approve=True)
+    run_queued_steps()
+
+    samples = scrape(client, **scraper)
+
+    assert samples["agentdash_tool_calls", (("state", "succeeded"), ("tool", "write_file"))] == 1
+    assert metrics.CALLS.settled_up_to == 0  # the first scrape saw the ids just now
+
+
+@pytest.mark.usefixtures("no_commit_margin")
+def test_a_scrape_runs_the_same_queries_however_much_history_there_is(
+    client, scraper, operator, run_queued_steps
+):
+    def calls_then_scrape(count: int) -> int:
+        for number in range(count):
+            call = write_call(operator, run_queued_steps, f"call {number}")
+            decide(call.pk, user=operator, approve=True)
+        run_queued_steps()
+        scrape(client, **scraper)  # folds what settled
+        with CaptureQueriesContext(connection) as queries:
+            scrape(client, **scraper)
+        return len(queries)
+
+    assert calls_then_scrape(1) == calls_then_scrape(4)
+
+
+def test_the_audit_log_and_its_last_verification(client, scraper, operator, run_queued_steps):
+    write_call(operator, run_queued_steps, "something to log")
+    head = AuditEvent.objects.latest("seq").seq
+
+    before = scrape(client, **scraper)
+
+    assert before["agentdash_audit_events", ()] == head
+    assert before["agentdash_audit_chain_verification_running", ()] == 0
+    assert ("agentdash_audit_chain_ok", ()) not in before  # never verified: no value
+
+    verification.request("user:olivia", full=True)
+    assert scrape(client, **scraper)["agentdash_audit_chain_verification_running", ()] == 1
+    run_queued_steps()
+
+    after = scrape(client, **scraper)
+
+    assert after["agentdash_audit_events", ()] == head + 1  # the check's own record
+    assert after["agentdash_audit_chain_ok", ()] == 1
+    assert after["agentdash_audit_chain_verified_up_to_seq", ()] == head
+    assert after["agentdash_audit_chain_verification_running", ()] == 0
+    verified_at = verification.state().verified_at.timestamp()
+    assert after["agentdash_audit_chain_verified_timestamp_seconds", ()] == verified_at

@@ -36,9 +36,8 @@ the number of series. Access: a Bearer API token, or a logged-in staff user.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
-import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -68,7 +67,8 @@ from tools import ExecutionStatus
 UNKNOWN_TOOL = "(unknown)"
 # A row is folded into the running totals only once every row with a lower id has had
 # this long to commit: ids are handed out when a row is inserted, not when its
-# transaction commits, so a lower id can still appear a moment after a higher one.
+# transaction commits, so a lower id can still appear a moment after a higher one. The
+# rows' created_at is the app's clock: the margin also covers skew between processes.
 COMMIT_MARGIN_SECONDS = 60.0
 # Upper bounds of the histogram buckets, in seconds.
 EXECUTION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -146,7 +146,8 @@ class SettledRollup:
     are folded into running totals by id range as the prefix grows; what lies beyond it
     (rows in progress, and the newest) is aggregated again on every call, through the
     indexes on the state and the id. The totals live in this process: its first
-    scrape reads the table once, later ones only what is new or still moving.
+    scrape reads the table once, later ones only what is new or still moving. Every
+    table given must have a created_at stamped on insert.
     """
 
     def __init__(
@@ -165,17 +166,15 @@ class SettledRollup:
         """Forget the running totals (the next call reads the settled rows again)."""
         self.settled_up_to = 0
         self._settled: dict[str, Totals] = {name: {} for name in self.aggregations}
-        self._newest_seen: deque[tuple[float, int]] = deque()
 
-    def _committed_up_to(self, now: float, newest: int) -> int:
-        """The highest id seen at least COMMIT_MARGIN_SECONDS ago: all below it exist now."""
-        self._newest_seen.append((now, newest))
-        committed = 0
-        while self._newest_seen and now - self._newest_seen[0][0] >= COMMIT_MARGIN_SECONDS:
-            committed = max(committed, self._newest_seen.popleft()[1])
-        if committed:  # still the bound next time, unless a newer one qualifies by then
-            self._newest_seen.appendleft((now - COMMIT_MARGIN_SECONDS, committed))
-        return committed
+    def _committed_up_to(self, rows: QuerySet[Any]) -> int:
+        """The newest id of a row inserted COMMIT_MARGIN_SECONDS ago or earlier: every row
+        with a lower id was inserted before it, so its transaction has ended by now.
+
+        Walks back from the newest id over the last margin's rows only."""
+        cutoff = timezone.now() - dt.timedelta(seconds=COMMIT_MARGIN_SECONDS)
+        newest_old = rows.filter(created_at__lte=cutoff).order_by("-pk").values("pk").first()
+        return newest_old["pk"] if newest_old else 0
 
     def totals(self) -> dict[str, Totals]:
         with self._lock:
@@ -183,7 +182,7 @@ class SettledRollup:
             newest = rows.aggregate(newest=Max("pk"))["newest"] or 0
             if newest < self.settled_up_to:  # the table was emptied or replaced
                 self.reset()
-            limit = self._committed_up_to(time.monotonic(), newest)
+            limit = self._committed_up_to(rows)
             if self.unsettled is not None and limit > self.settled_up_to:
                 moving = rows.filter(self.unsettled).aggregate(first=Min("pk"))["first"]
                 if moving is not None:

@@ -3,6 +3,7 @@ its program only once that arrived whole."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -15,6 +16,10 @@ async def test_a_holder_waits_in_its_cgroups_and_runs_its_program_in_its_workdir
 ):
     holder = await Holder.start_new(usable_controllers())
     assert holder.groups is not None, "this host must give runs cgroups"
+    for _ in range(500):  # it joins them itself, as it starts
+        if holder.groups.pids() == {holder.process.pid}:
+            break
+        await asyncio.sleep(0.01)
     assert holder.groups.pids() == {holder.process.pid}
     holder.start(
         ["/bin/sh", "-c", 'pwd; echo "$HOME"; cat'], tmp_path, {}, max_tasks=8, memory_bytes=1 << 26

@@ -143,6 +143,10 @@ class RunCgroups:
     def procs_files(self) -> list[Path]:
         return [directory / "cgroup.procs" for directory in self.directories.values()]
 
+    def tasks_files(self) -> list[Path]:
+        """Where a thread writes "0" to move itself in (no global lock, unlike `add`)."""
+        return [directory / "tasks" for directory in self.directories.values()]
+
     def add(self, pid: int) -> None:
         """Move `pid` in; its children from then on are born inside."""
         for procs in self.procs_files():

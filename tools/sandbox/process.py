@@ -49,7 +49,7 @@ from tools.sandbox.base import (
     logger,
     signal_limit,
 )
-from tools.sandbox.cgroups import RunCgroups, usable_controllers
+from tools.sandbox.cgroups import ORPHAN_REMOVE_TRIES, RunCgroups, usable_controllers
 
 MIB: Final = 1024 * 1024
 NOBODY: Final = 65534
@@ -353,12 +353,23 @@ class ProcessSandbox(Sandbox):
 # because a shell cannot read NUL-separated arguments.
 HOLDER: Final = r"""
 if (@ARGV && $ARGV[0] eq "loopback") {
+    shift @ARGV;
     # In the network namespace made for the run, loopback up, as bubblewrap would do:
     # SIOCSIFFLAGS on "lo" with IFF_UP | IFF_LOOPBACK | IFF_RUNNING.
     socket(my $probe, 2, 2, 0) or exit 112;
     my $request = pack("a16 s x22", "lo", 0x49);
     ioctl($probe, 0x8914, $request) or exit 112;
     close $probe;
+}
+# The run's cgroups, joined by writing "0" (this thread) to their "tasks" files: a thread
+# that moves itself takes no global lock, where moving a process by its pid (cgroup.procs)
+# waits for an RCU grace period and meanwhile holds up every fork and exit on the host.
+for my $tasks (@ARGV) {
+    my $file;
+    unless (open($file, ">", $tasks) && print($file "0") && close($file)) {
+        print STDERR "sandbox: cannot join the cgroup $tasks: $!\n";
+        exit 113;
+    }
 }
 my $data = do { local $/; <STDIN> };
 exit 111 unless defined $data && $data =~ s/\A(\d+)\n//;
@@ -435,6 +446,9 @@ class Holder:
         self.groups = groups
         # A file object, so that a holder dropped unused closes its pipe and ends.
         self._program_pipe = os.fdopen(program_pipe, "wb", buffering=0)
+        # A holder dropped unused (its event loop closed first), or left at exit: end it
+        # and remove its groups then, not at the next server's start.
+        self._abandoned = weakref.finalize(self, _end_abandoned, process.pid, groups)
         assert process.stdout is not None
         assert process.stderr is not None
         self.stdout: asyncio.StreamReader = process.stdout
@@ -442,26 +456,24 @@ class Holder:
 
     @classmethod
     async def start_new(cls, controllers: tuple[str, ...], *, namespaces: bool = False) -> Holder:
-        """Start a holder and move it into fresh cgroups (in a thread: joining one waits
-        for an RCU grace period). Its limits are set when it is given its program."""
+        """Make fresh cgroups and start a holder that joins them (before it reads its
+        program). Their limits are set when it is given its program."""
+        groups = RunCgroups.create(controllers) if controllers else None
         program_r, program_w = os.pipe()
         try:
-            process, exit_code = await _spawn_holder(stdin=program_r, namespaces=namespaces)
+            process, exit_code = await _spawn_holder(
+                stdin=program_r,
+                namespaces=namespaces,
+                tasks_files=groups.tasks_files() if groups is not None else [],
+            )
         except BaseException:
             os.close(program_w)
+            if groups is not None:
+                groups.remove()
             raise
         finally:
             os.close(program_r)
-        holder = cls(process, exit_code, program_w, None)
-        try:
-            if controllers:
-                # Limited when the run's limits are known; nothing runs before then.
-                holder.groups = RunCgroups.create(controllers)
-                await asyncio.to_thread(holder.groups.add, process.pid)
-        except BaseException:
-            await holder.discard()
-            raise
-        return holder
+        return cls(process, exit_code, program_w, groups)
 
     def alive(self) -> bool:
         return not self.exit_code.done()
@@ -476,6 +488,7 @@ class Holder:
         memory_bytes: int,
     ) -> None:
         """Set the run's limits, then give the holder its program, which it runs at once."""
+        self._abandoned.detach()  # the run ends it, and removes its groups
         if self.groups is not None:
             self.groups.set_limits(max_tasks=max_tasks, memory_bytes=memory_bytes)
         for which, value in rlimits.items():
@@ -497,12 +510,24 @@ class Holder:
 
     async def discard(self) -> None:
         """End a holder that will not run anything, and remove its groups."""
+        self._abandoned.detach()
         self._program_pipe.close()  # it reads an incomplete program and exits
         self.kill()
         await self.exit_code
         await self.process.wait()  # its pipes' transports close with it
         if self.groups is not None:
             await CgroupRemovals.remove_when_released(self.groups)
+
+
+def _end_abandoned(pid: int, groups: RunCgroups | None) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    if groups is not None:
+        groups.kill()
+        for _ in range(ORPHAN_REMOVE_TRIES):  # until the kernel lets go of them
+            if groups.remove():
+                return
+            time.sleep(0.005)
 
 
 class Holders:
@@ -561,17 +586,20 @@ def _holders_of_running_loop(controllers: tuple[str, ...], namespaces: bool) -> 
 
 
 async def _spawn_holder(
-    *, stdin: int, namespaces: bool
+    *, stdin: int, namespaces: bool, tasks_files: list[Path]
 ) -> tuple[asyncio.subprocess.Process, asyncio.Future[int]]:
-    """Start HOLDER reading its program from `stdin`, in a new session, with only PATH,
-    HOME and LANG in its environment (bubblewrap clears even those). Returns the process
-    and its exit status to come."""
+    """Start HOLDER joining the cgroups of `tasks_files` and reading its program from
+    `stdin`, in a new session, with only PATH, HOME and LANG in its environment
+    (bubblewrap clears even those). Returns the process and its exit status to come."""
     loop = asyncio.get_running_loop()
     protocol = _Protocol(loop)
     holder = [PERL, "-e", HOLDER]
+    if namespaces:
+        holder = [*HELD_NAMESPACES, *holder, "loopback"]
     transport, _ = await loop.subprocess_exec(
         lambda: protocol,
-        *([*HELD_NAMESPACES, *holder, "loopback"] if namespaces else holder),
+        *holder,
+        *map(str, tasks_files),
         stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -180,9 +180,11 @@ class RunGroups:
             self.set_limits(*DEFAULT_GROUP_LIMITS)
 
     def procs(self) -> list[int]:
-        return [
-            os.open("cgroup.procs", os.O_WRONLY, dir_fd=group) for group in self.groups.values()
-        ]
+        """The groups' "tasks" files, open for init to write "0" to: a thread that moves
+        itself takes no global lock, where moving a process by pid (cgroup.procs) waits
+        for an RCU grace period and meanwhile holds up every fork and exit on the host.
+        (init is single-threaded, so its one thread is all of it.)"""
+        return [os.open("tasks", os.O_WRONLY, dir_fd=group) for group in self.groups.values()]
 
     def set_limits(self, max_tasks: int, memory_bytes: int) -> None:
         if self.limits == (max_tasks, memory_bytes):
@@ -250,7 +252,7 @@ def init(jobs: socket.socket, procs: list[int]) -> None:
     signals like SIGXCPU), reaps orphans, and ends with the runner's status, in the
     shell's convention. Never returns."""
     for fd in procs:
-        os.write(fd, b"0")  # "0": this process
+        os.write(fd, b"0")  # "0": this thread
         os.close(fd)
     runner_pid = os.fork()
     if runner_pid == 0:
@@ -272,6 +274,13 @@ def runner(jobs: socket.socket) -> None:
         become_nobody()
         streams = standard_streams()
         compile("pass", "<string>", "exec")  # copies the compiler's pages before the run
+        # What every run gets, done while waiting (each step touches memory the fork
+        # shares with the launcher, so it costs page copies).
+        for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_DFL)
+        os.environ.clear()
+        os.environ.update(ENVIRONMENT)
+        null = os.open("/dev/null", os.O_RDONLY)
         line, fds, _, _ = socket.recv_fds(jobs, MAX_REQUEST_BYTES, MAX_FDS)
         if not line:
             os._exit(0)  # the launcher is stopping: this spare is not needed
@@ -279,14 +288,9 @@ def runner(jobs: socket.socket) -> None:
         stdout, stderr = fds
         os.chdir("/workspace")  # the supervisor has mounted the run's workspace there
         set_limits(request["limits"])
-        null = os.open("/dev/null", os.O_RDONLY)
         for fd, target in ((null, 0), (stdout, 1), (stderr, 2)):
             os.dup2(fd, target)
         os.closerange(3, 1 << 20)
-        for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(number, signal.SIG_DFL)
-        os.environ.clear()
-        os.environ.update(ENVIRONMENT)
         if request.get("argv"):
             # The interpreter ignores these; a program it starts must not (as subprocess's
             # restore_signals does): `head` past the file limit dies of SIGXFSZ.
@@ -407,6 +411,8 @@ def supervise(
     _, status = os.waitpid(pid, 0)
     with contextlib.suppress(OSError):  # if the server is gone, nobody is told
         run.sendall(json.dumps({"status": status, "limits_hit": groups.limits_hit()}).encode())
+    # The end of the message, now: removing the groups afterwards takes a while.
+    run.close()
 
 
 def _end(pid: int, groups: RunGroups) -> None:

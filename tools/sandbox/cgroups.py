@@ -144,13 +144,10 @@ class RunCgroups:
         return [directory / "cgroup.procs" for directory in self.directories.values()]
 
     def tasks_files(self) -> list[Path]:
-        """Where a thread writes "0" to move itself in (no global lock, unlike `add`)."""
+        """Where a thread writes "0" to move itself in: its children from then on are
+        born inside. (Writing a pid to cgroup.procs instead waits for an RCU grace period,
+        and meanwhile holds up every fork and exit on the host.)"""
         return [directory / "tasks" for directory in self.directories.values()]
-
-    def add(self, pid: int) -> None:
-        """Move `pid` in; its children from then on are born inside."""
-        for procs in self.procs_files():
-            procs.write_text(str(pid))
 
     def pids(self) -> set[int]:
         found: set[int] = set()

@@ -13,6 +13,7 @@ from typing import Any
 
 from daphne.endpoints import build_endpoint_description_strings
 from daphne.server import Server
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
@@ -45,6 +46,9 @@ class Command(BaseCommand):
                 host=options["host"], port=options["port"]
             ),
             signal_handlers=True,
+            # Live pages send nothing: refuse big messages before buffering them.
+            websocket_max_message_size=settings.AGENTDASH_WEBSOCKET_MAX_MESSAGE_BYTES,
+            websocket_max_frame_size=settings.AGENTDASH_WEBSOCKET_MAX_MESSAGE_BYTES,
         ).run()
 
     def _ensure_admin(self) -> None:

@@ -13,6 +13,9 @@ import pytest
 from tests.fakes import anthropic_server, openai_server
 from tests.fakes.http_server import FakeHTTPServer, FakeResponse
 
+# A reply held back until the test sets the event (see FakeResponse.hold).
+Hold = threading.Event | None
+
 
 @dataclass(frozen=True)
 class FakeProvider:
@@ -20,36 +23,33 @@ class FakeProvider:
 
     name: str
     server: FakeHTTPServer
-    tool_use: Callable[..., FakeResponse]  # (call_id, tool, arguments, hold=None)
-    text: Callable[..., FakeResponse]  # (words, hold=None)
+    tool_use: Callable[..., FakeResponse]  # (call_id, tool, arguments, hold: Hold = None)
+    text: Callable[..., FakeResponse]  # (words, hold: Hold = None)
 
 
 def _anthropic(server: anthropic_server.FakeAnthropicServer) -> FakeProvider:
-    def tool_use(call_id: str, tool: str, arguments: dict, hold=None) -> FakeResponse:
+    def tool_use(call_id: str, tool: str, arguments: dict, hold: Hold = None) -> FakeResponse:
         block = {"type": "tool_use", "id": call_id, "name": tool, "input": arguments}
         response = anthropic_server.message_stream([block], stop_reason="tool_use")
-        return _held(response, hold)
+        return replace(response, hold=hold)
 
-    def text(words: str, hold=None) -> FakeResponse:
-        return _held(anthropic_server.message_stream([{"type": "text", "text": words}]), hold)
+    def text(words: str, hold: Hold = None) -> FakeResponse:
+        response = anthropic_server.message_stream([{"type": "text", "text": words}])
+        return replace(response, hold=hold)
 
     return FakeProvider("anthropic", server, tool_use, text)
 
 
 def _openai(server: openai_server.FakeOpenAIServer) -> FakeProvider:
-    def tool_use(call_id: str, tool: str, arguments: dict, hold=None) -> FakeResponse:
+    def tool_use(call_id: str, tool: str, arguments: dict, hold: Hold = None) -> FakeResponse:
         call = {"id": call_id, "name": tool, "arguments": json.dumps(arguments)}
         response = openai_server.chat_stream(tool_calls=[call], finish_reason="tool_calls")
-        return _held(response, hold)
+        return replace(response, hold=hold)
 
-    def text(words: str, hold=None) -> FakeResponse:
-        return _held(openai_server.chat_stream(text=words), hold)
+    def text(words: str, hold: Hold = None) -> FakeResponse:
+        return replace(openai_server.chat_stream(text=words), hold=hold)
 
     return FakeProvider("openai", server, tool_use, text)
-
-
-def _held(response: FakeResponse, hold: threading.Event | None) -> FakeResponse:
-    return replace(response, hold=hold)
 
 
 @contextmanager

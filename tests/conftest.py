@@ -63,6 +63,6 @@ def run_queued_steps() -> Callable[[], None]:
     from agentdash.worker import StepWorker
 
     def run() -> None:
-        StepWorker().tasks.run()
+        StepWorker().run_ready_steps()
 
     return run

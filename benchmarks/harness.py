@@ -203,7 +203,9 @@ def _newest_runs(directory: Path) -> dict[str, dict[str, Any]]:
 
 def targets_table(directory: Path) -> str:
     """One Markdown table of every figure with a target, from each module's newest run:
-    value, target, whether it was met, and the module, date and commit it came from."""
+    value, target, whether it was met, and the module, date and commit it came from.
+    Figures that could not be measured are in it too, so that a benchmark that failed
+    does not take its targets out of sight (its note says why, in latest.md)."""
     header = ("figure", "value", "unit", "target", "met", "module", "measured", "commit")
     rows = []
     for module, data in _newest_runs(directory).items():
@@ -211,15 +213,18 @@ def targets_table(directory: Path) -> str:
         measured = data["timestamp"][:16].replace("T", " ")
         for row in data["modules"][module]:
             figure = Figure(**row)
-            if figure.target:
+            if figure.target or figure.value is None:
                 cells = (figure.name, _number(figure.value), figure.unit, figure.target)
                 rows.append((*cells, _verdict(figure.passed), module, measured, commit))
     if not rows:
         return "No figure with a target has been measured yet: run `make bench`."
-    met = sum(row[4] == "yes" for row in rows)
+    targets = [row for row in rows if row[3]]
+    met = sum(row[4] == "yes" for row in targets)
+    unmeasured = sum(row[1] == "—" for row in rows)
+    summary = f"{met} of {len(targets)} targets met; {unmeasured} figure(s) not measured."
     lines = [f"| {' | '.join(row)} |" for row in [header, *rows]]
     lines.insert(1, "|" + "---|" * len(header))
-    return "\n".join([*lines, "", f"{met} of {len(rows)} targets met."])
+    return "\n".join([*lines, "", summary])
 
 
 def update_readme(readme: Path, table_text: str) -> bool:
@@ -240,7 +245,7 @@ def latest(directory: Path) -> str:
     figures of every module found in `directory`."""
     newest = _newest_runs(directory)
     lines = ["# Latest benchmark figures", "", "Written by `make bench`; one run per module."]
-    lines += ["", "## Every figure with a target", "", targets_table(directory)]
+    lines += ["", "## Every figure with a target (or not measured)", "", targets_table(directory)]
     for module, data in newest.items():
         rows = [Figure(**row) for row in data["modules"][module]]
         dirty = " (uncommitted changes)" if data["dirty"] else ""

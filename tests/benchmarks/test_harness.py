@@ -103,12 +103,13 @@ def test_one_table_holds_every_figure_with_a_target_from_each_modules_newest_run
 
     table = harness.targets_table(tmp_path)
 
-    assert table.splitlines()[2:4] == [
+    assert table.splitlines()[2:5] == [
         "| overhead | 5 | µs | < 8 µs | yes | executor | 2026-11-25 11:30 | new1111 (dirty) |",
         "| push p99 | 68.5 | ms | < 150 | yes | live | 2026-11-25 10:00 | old0000 |",
+        "| sandbox crashed | — |  |  |  | sandbox | 2026-11-25 10:00 | old0000 |",
     ]
     assert "| post |" not in table  # no target, not in this table
-    assert table.endswith("2 of 2 targets met.")
+    assert table.endswith("2 of 2 targets met; 1 figure(s) not measured.")
     page = (tmp_path / "latest.md").read_text()
     assert page.index(table) < page.index("## executor")
 

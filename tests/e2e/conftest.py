@@ -2,7 +2,8 @@
 
 The server is `manage.py serve` in a child process (tests/e2e/server.py): Daphne, the
 step worker inside it and the in-memory channel layer, exactly the embedded default that
-`make run` starts. It opens pytest-django's file-backed SQLite test database, so a test
+`make run` starts. It opens pytest-django's test database (file-backed SQLite, or
+PostgreSQL in `make test`'s second pass, with Redis as the channel layer then), so a test
 creates users and sessions with the ORM and the server (and its worker) sees them once
 committed: every e2e test is transactional, and the database is emptied after each one.
 
@@ -15,17 +16,18 @@ the browser is open only.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.e2e.browser import TIMEOUT_MS, VIEWPORT, launch
 from tests.e2e.server import Server, serving, session_cookie
+from tests.subprocesses import database_url
 
 # How long a test's leftover work may take to finish before the database is emptied.
 SETTLE_SECONDS = 15
@@ -51,12 +53,17 @@ def server(
     django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """The product on the test database, for the e2e tests only (package scope: its
-    worker must not contend for SQLite's lock with the other tests' transactions)."""
+    worker must not contend for SQLite's lock with the other tests' transactions).
+
+    In `make test`'s second pass (DATABASE_URL and REDIS_URL set) it runs scaled out's
+    way: on PostgreSQL, its pushes through Redis."""
     with django_db_blocker.unblock():
-        assert connection.vendor == "sqlite", "the browser tests run on SQLite only"
-        database = connection.settings_dict["NAME"]
+        url = database_url()
+    redis_url = os.environ.get("REDIS_URL")
     with serving(
-        var_dir=tmp_path_factory.mktemp("server-var"), database_url=f"sqlite:///{database}"
+        var_dir=tmp_path_factory.mktemp("server-var"),
+        database_url=url,
+        environment={"REDIS_URL": redis_url} if redis_url else None,
     ) as running:
         yield running
 

@@ -93,6 +93,7 @@ def test_one_table_holds_every_figure_with_a_target_from_each_modules_newest_run
                 Figure("push p99", 68.5, "ms", "< 150", passed=True),
                 Figure("post", 51, "ms"),
             ],
+            "sandbox": [Figure("sandbox crashed", None, "", note="why")],
         },
     )
     harness.write(

@@ -130,6 +130,9 @@ def machine() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "platform": platform.platform(),
+        # Other work on the machine slows every figure: the 1-minute load average as the
+        # run began says how much there was.
+        "load_average": round(os.getloadavg()[0], 2),
     }
 
 
@@ -210,7 +213,7 @@ def targets_table(directory: Path) -> str:
     rows = []
     for module, data in _newest_runs(directory).items():
         commit = data["commit"] + (" (dirty)" if data["dirty"] else "")
-        measured = data["timestamp"][:16].replace("T", " ")
+        measured = data["timestamp"][:16].replace("T", " ") + _load_of(data)
         for row in data["modules"][module]:
             figure = Figure(**row)
             if figure.target or figure.value is None:
@@ -254,7 +257,7 @@ def latest(directory: Path) -> str:
             f"## {module}",
             "",
             f"{data['timestamp']}, commit {data['commit']}{dirty}, Python {data['python']}, "
-            f"{data['cpu']}, {data['cores']} cores",
+            f"{data['cpu']}, {data['cores']} cores{_load_of(data)}",
             "",
             table(rows, markdown=True),
         ]
@@ -275,6 +278,12 @@ def table(rows: Sequence[Figure], *, markdown: bool = False) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in cells
     )
+
+
+def _load_of(data: dict[str, Any]) -> str:
+    """ ", load 1.5" when the run recorded the machine's load average (older runs did not)."""
+    load = data.get("load_average")
+    return "" if load is None else f", load {load:.1f}"
 
 
 def _number(value: float | None) -> str:

@@ -98,14 +98,15 @@ def test_one_table_holds_every_figure_with_a_target_from_each_modules_newest_run
     )
     harness.write(
         tmp_path,
-        {**_facts("2026-11-25T11:30:00+00:00", "new1111"), "dirty": True},
+        {**_facts("2026-11-25T11:30:00+00:00", "new1111"), "dirty": True, "load_average": 9.97},
         {"executor": [Figure("overhead", 5.0, "µs", "< 8 µs", passed=True)]},
     )
 
     table = harness.targets_table(tmp_path)
 
     assert table.splitlines()[2:5] == [
-        "| overhead | 5 | µs | < 8 µs | yes | executor | 2026-11-25 11:30 | new1111 (dirty) |",
+        "| overhead | 5 | µs | < 8 µs | yes | executor | 2026-11-25 11:30, load 10.0 "
+        "| new1111 (dirty) |",
         "| push p99 | 68.5 | ms | < 150 | yes | live | 2026-11-25 10:00 | old0000 |",
         "| sandbox crashed | — |  |  |  | sandbox | 2026-11-25 10:00 | old0000 |",
     ]

@@ -129,6 +129,33 @@ async def test_parent_secrets_unreadable_through_proc(sandbox: Sandbox, workspac
     assert result.stdout.strip() == "found []", result
 
 
+async def test_no_new_user_namespace_and_no_privilege(sandbox: Sandbox, workspace: Path):
+    """Protection: an unprivileged user (uid 65534) that cannot make user namespaces. No
+    new user namespace (where it would be root again, with the capabilities to rearrange
+    its mounts), by the system call or by the shell's unshare, and no capability."""
+    result = await run_python(
+        sandbox,
+        workspace,
+        """
+        import os, subprocess
+        try:
+            os.unshare(os.CLONE_NEWUSER)
+            print("unshared")
+        except OSError as error:
+            print("refused", error.errno)
+        shell = subprocess.run(["unshare", "--user", "--map-root-user", "id", "-u"])
+        print("shell", shell.returncode)
+        status = open("/proc/self/status").read().splitlines()
+        print(os.getuid(), [line.split()[1] for line in status if line.startswith("CapEff")])
+        """,
+    )
+    assert result.exit_code == 0, result
+    refused, shell, user = result.stdout.splitlines()
+    assert refused.startswith("refused"), result
+    assert shell != "shell 0", result
+    assert user == "65534 ['0000000000000000']", result
+
+
 @pytest.mark.parametrize(
     "path",
     ["/etc/shadow", str(PROJECT_ROOT / "pyproject.toml"), str(Path.home() / ".bashrc")],

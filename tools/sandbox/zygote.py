@@ -49,6 +49,10 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 PR_SET_NO_NEW_PRIVS = 38
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
 SIOCSIFFLAGS = 0x8914
 IFF_UP_LOOPBACK_RUNNING = 0x1 | 0x8 | 0x40
 NOBODY = 65534
@@ -122,9 +126,8 @@ def bring_up_loopback() -> None:
 
 
 def become_nobody() -> None:
-    """A user namespace of the run's own where it is uid 65534: every capability goes
-    with the uid change, no new user namespace can be made below it, and no exec can
-    give privileges back."""
+    """A user namespace of the run's own where it is uid 65534 with no capability, no new
+    user namespace can be made below it, and no exec can give privileges back."""
     os.unshare(os.CLONE_NEWUSER)
     # Mapping only our own ids needs no privilege, as long as setgroups is denied.
     for path, content in (
@@ -137,7 +140,22 @@ def become_nobody() -> None:
             file.write(content)
     os.setresgid(NOBODY, NOBODY, NOBODY)
     os.setresuid(NOBODY, NOBODY, NOBODY)
+    drop_capabilities()
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+
+def drop_capabilities() -> None:
+    """Every capability, from every set. The namespace's creator holds them all there, and
+    its uid never changed from 0 inside it (it was 65534 from the start), so they did not
+    go with a uid change."""
+    with open("/proc/sys/kernel/cap_last_cap") as file:
+        last = int(file.read())
+    for capability in range(last + 1):  # the bounding set first: that takes CAP_SETPCAP
+        _check(_libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0), "drop from bounding set")
+    _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient")
+    header = ctypes.create_string_buffer(struct.pack("Ii", LINUX_CAPABILITY_VERSION_3, 0), 8)
+    no_capabilities = ctypes.create_string_buffer(24)  # effective, permitted, inheritable x 2
+    _check(_libc.capset(header, no_capabilities), "capset")
 
 
 def set_limits(limits: dict[str, int]) -> None:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from agentdash import audit
+from agentdash import audit, runner
 from agentdash.approvals import AlreadyDecided, InvalidEdit, decide
 from agentdash.models import AgentSession, AuditEvent, Message, ToolCall
-from agentdash.runner import SessionRunner
+from agentdash.runner import SessionRunner, advance_session
 from agentdash.sessions import cancel_session, start_session
-from agentdash.states import CallState, IllegalTransition, SessionStatus, transition
-from agentdash.worker import StepWorker
+from agentdash.states import CallState, IllegalTransition, SessionStatus, enter, transition
+from agentdash.worker import StepWorker, claim_next_task
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -352,13 +355,6 @@ def test_cancelling_stops_a_tool_while_it_runs(operator):
 
 
 def test_the_worker_claims_ready_steps_oldest_first_each_once():
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from agentdash.runner import advance_session
-    from agentdash.worker import claim_next_task
-
     first, second = advance_session.enqueue(1), advance_session.enqueue(2)
     advance_session.using(run_after=timezone.now() + timedelta(hours=1)).enqueue(3)
 
@@ -374,8 +370,6 @@ def test_the_worker_claims_ready_steps_oldest_first_each_once():
 
 
 def test_steps_in_one_process_send_the_model_the_whole_conversation(operator):
-    from agentdash import runner
-
     session = start(
         [tool_use("write_file", "w1", path="a.txt", content="one")],
         [
@@ -418,8 +412,6 @@ def test_steps_in_one_process_send_the_model_the_whole_conversation(operator):
 
 
 def test_a_cached_conversation_that_does_not_match_the_rows_is_read_again():
-    from agentdash import runner
-
     session = start([text("hi")])
     key = (session.pk, session.created_at)
     conversations = runner._Conversations(4)
@@ -429,3 +421,24 @@ def test_a_cached_conversation_that_does_not_match_the_rows_is_read_again():
     assert conversations.messages(session, 0) == [
         {"role": "user", "content": [{"type": "text", "text": "Test the runner"}]}
     ]
+
+
+def test_a_new_call_enters_its_first_state_audited_as_a_transition(run_queued_steps):
+    session = start([text("hi")])
+    message = Message.objects.get(session=session, index=0)
+    call = ToolCall(session=session, message=message, position=0, call_id="c1", tool_name="x")
+    with pytest.raises(IllegalTransition):
+        enter(call, CallState.RUNNING, actor="runner")  # proposed cannot go there
+    assert not ToolCall.objects.exists()
+
+    with transaction.atomic():
+        enter(call, CallState.ERRORED, actor="runner", payload={"error": "bad"})
+    stored = ToolCall.objects.get()
+    assert stored.state == CallState.ERRORED
+    assert stored.finished_at is not None
+    event = AuditEvent.objects.get(tool_call_id=stored.pk)
+    assert event.kind == "toolcall.errored"
+    assert event.payload == {"from": "proposed", "to": "errored", "error": "bad"}
+    with pytest.raises(TypeError):
+        enter(stored, CallState.ERRORED, actor="runner")  # stored calls move by transition()
+    assert audit.verify().ok

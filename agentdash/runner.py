@@ -11,9 +11,12 @@ A step, run as a task by whichever worker claims it:
   6. otherwise hand the results to the model, store its reply and its new calls, let
      the policy decide each call, and go round again.
 The rows are the whole truth: a task that runs twice, late, or after a crash finds the
-work already done and does nothing. `schedule()` is called in the same transaction as
-the change that creates work; a sweep (see worker.py) re-schedules anything a dead
-worker left behind.
+work already done and does nothing. A process keeps two things between steps only to
+avoid reading them again, never instead of the rows: each recent session's
+conversation (messages are append-only, so only newer rows are read) and a scripted
+session's provider (see _Conversations and _ScriptedProviders). `schedule()` is called
+in the same transaction as the change that creates work; a sweep (see worker.py)
+re-schedules anything a dead worker left behind.
 
 Rate limits (a session's calls per minute, a tool's calls per minute across sessions,
 tools running at once across workers) are counted from the database, so they hold

@@ -8,16 +8,20 @@ parent directory at /workspaces. It keeps SPARES runs prepared ahead: each spare
 supervisor that has unshared fresh mount, network, ipc, uts and pid namespaces, with a
 fresh /tmp and /dev/shm, and has started its runner, pid 2 of the new pid namespace,
 with its own /proc, already uid 65534 with no capabilities in a user namespace of its own.
-When a run comes, the supervisor mounts the run's workspace (at /workspace, and no other
-one), and the runner joins the run's cgroups, sets the rlimits, and runs the code in the
-interpreter that is already started; the launcher meanwhile prepares the next spare. So
-a run pays for neither an interpreter's start nor its namespaces' creation.
+Its pid 1 has joined the run's cgroups (made in the server's own, lent at /cgroup, then
+covered), with the server's default limits. When a run comes, the supervisor mounts the
+run's workspace (at /workspace, and covers every other one) and sets other limits if the
+run has them, and the runner sets the rlimits and runs the code in the interpreter that
+is already started; the launcher meanwhile prepares the next spare. So a run pays for
+neither an interpreter's start nor its namespaces' and cgroups' creation.
 
-Protocol, on the socket passed as argv[1] (SOCK_SEQPACKET): the zygote sends b"ready";
-then per run the server sends b"run" with the file descriptors [run socket, stdout,
-stderr, cgroup.procs files...]. On the run socket the server sends one line of JSON
-(code or argv, workspace, limits); the supervisor answers {"status": <wait status>}
-when the runner ends. The server hanging up the run socket kills the run.
+Protocol, on the socket passed as argv[1] (SOCK_SEQPACKET; argv[2] names the launcher,
+argv[3] and argv[4] are the default pids.max and memory limit): the zygote sends
+b"ready"; then per run the server sends b"run" with the file descriptors [run socket,
+stdout, stderr]. On the run socket the server sends one line of JSON (code or argv,
+workspace, limits); the supervisor answers {"status": <wait status>, "limits_hit": ...}
+once the run's whole pid namespace has ended, and closes it. The server hanging up the
+run socket kills the run.
 """
 
 from __future__ import annotations

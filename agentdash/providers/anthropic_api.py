@@ -20,9 +20,11 @@ from .base import (
     guarded,
 )
 from .errors import (
+    MALFORMED_STREAM_ERRORS,
     STATUS_OF_ERROR_TYPE,
     ProviderError,
     error_for_connection,
+    error_for_malformed_stream,
     error_for_status,
     error_for_timeout,
     error_for_truncated_stream,
@@ -83,6 +85,9 @@ class AnthropicProvider(SDKProvider):
             raise error_for_connection(self.label, self.endpoint.base_url, detail, retries) from err
         except httpx2.TransportError as err:  # the connection broke mid-stream
             raise error_for_truncated_stream(self.label) from err
+        except MALFORMED_STREAM_ERRORS as err:
+            logger.warning("%s sent an unreadable stream", self.label, exc_info=True)
+            raise error_for_malformed_stream(self.label, err) from err
 
     def _status_error(self, err: anthropic.APIStatusError) -> ProviderError:
         detail = redact(err.api_message or str(err.body or err.message), self.endpoint.api_key)
@@ -137,7 +142,7 @@ def _read_stream(
             model = event.message.model
             usage = _usage_counts(event.message.usage)
         elif event.type == "content_block_start":
-            block = event.content_block.to_dict()
+            block = _block_dict(event.content_block)
             if block["type"] == "tool_use":
                 tool_inputs[event.index] = ToolInputBuffer()
             blocks[event.index] = block
@@ -171,6 +176,15 @@ def _read_stream(
         ),
         model=model,
     )
+
+
+def _block_dict(block: Any) -> dict[str, Any]:
+    try:
+        return block.to_dict()
+    except UnicodeEncodeError:
+        # pydantic cannot serialise a lone surrogate ("\ud800" in the JSON): take the
+        # fields as they are; ModelReply replaces the surrogates.
+        return {**vars(block), **(block.model_extra or {})}
 
 
 def _apply_delta(

@@ -9,6 +9,7 @@ format convert at their edge, so the runner and the database only ever see this 
 import json
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -73,12 +74,36 @@ class ModelRequest:
     max_tokens: int = 4096
 
 
+# JSON can carry lone surrogates ("\ud800"), which no UTF-8 encoder, database or
+# channel layer accepts: a model (or a server) sending one must not break the session.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_lone_surrogates(value: Any) -> Any:
+    """`value` (JSON-shaped) with each lone surrogate replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [without_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {
+            without_lone_surrogates(key): without_lone_surrogates(item)
+            for key, item in value.items()
+        }
+    return value
+
+
 @dataclass(frozen=True)
 class ModelReply:
     content: list[dict[str, Any]]  # Anthropic-format blocks, thinking kept verbatim
     stop_reason: StopReason
     usage: Usage
     model: str
+
+    def __post_init__(self) -> None:
+        # Every provider's reply passes here on its way to the database and the pages.
+        object.__setattr__(self, "content", without_lone_surrogates(self.content))
+        object.__setattr__(self, "model", without_lone_surrogates(self.model))
 
     @property
     def text(self) -> str:
@@ -114,7 +139,7 @@ def guarded(on_text: TextCallback | None) -> TextCallback:
         if broken or not delta:
             return
         try:
-            callback(delta)
+            callback(without_lone_surrogates(delta))
         except Exception:
             broken = True
             logger.exception("The on_text callback failed: the rest of this reply skips it")
@@ -155,7 +180,7 @@ def decode_tool_input(tool_name: str, raw: str, size: int | None = None) -> dict
     `size` is the full size in bytes when `raw` holds only a kept prefix of it.
     """
     limit = max_tool_input_bytes()
-    size = len(raw.encode()) if size is None else size
+    size = len(raw.encode("utf-8", "surrogatepass")) if size is None else size
     if size > limit:
         return {
             "input": {},
@@ -194,7 +219,7 @@ class ToolInputBuffer:
 
     def append(self, piece: str) -> None:
         was_within_limit = self._size <= self._limit
-        self._size += len(piece.encode())
+        self._size += len(piece.encode("utf-8", "surrogatepass"))
         if self._size <= self._limit:
             self._parts.append(piece)
         elif was_within_limit:  # first piece over the limit: keep a prefix for the audit

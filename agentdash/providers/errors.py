@@ -177,3 +177,19 @@ def error_for_truncated_stream(label: str) -> ProviderError:
         ErrorKind.CONNECTION,
         retryable=True,
     )
+
+
+# What reading a stream the API garbled raises: bad JSON or bytes (ValueError), events
+# missing fields or naming blocks never started (KeyError, AttributeError, IndexError),
+# fields of the wrong type (TypeError).
+MALFORMED_STREAM_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError)
+
+
+def error_for_malformed_stream(label: str, error: Exception) -> ProviderError:
+    """The API (or something between it and us) sent a reply that is not its protocol."""
+    return ProviderError(
+        f"{label} sent a reply that could not be read ({type(error).__name__}: "
+        f"{_short(str(error))})",
+        ErrorKind.SERVER_ERROR,
+        retryable=True,
+    )

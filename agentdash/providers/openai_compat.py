@@ -21,8 +21,10 @@ from .base import (
     guarded,
 )
 from .errors import (
+    MALFORMED_STREAM_ERRORS,
     ProviderError,
     error_for_connection,
+    error_for_malformed_stream,
     error_for_status,
     error_for_timeout,
     error_for_truncated_stream,
@@ -79,6 +81,9 @@ class OpenAICompatibleProvider(SDKProvider):
         except openai.APIError as err:
             # An error object inside a stream that had begun with 200.
             raise self._stream_error(err) from err
+        except MALFORMED_STREAM_ERRORS as err:
+            logger.warning("%s sent an unreadable stream", self.label, exc_info=True)
+            raise error_for_malformed_stream(self.label, err) from err
 
     def _stream_error(self, err: openai.APIError) -> ProviderError:
         detail = redact(err.message, self.endpoint.api_key)

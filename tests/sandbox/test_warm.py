@@ -53,6 +53,7 @@ async def test_an_uncaught_exception_prints_its_traceback_and_exits_1(
 ):
     result = await warm.run(code="def f():\n    1 / 0\nf()\n", workdir=workspace)
     assert result.exit_code == 1
+    assert result.stderr.startswith('Traceback (most recent call last):\n  File "<string>", line 3')
     assert 'File "<string>", line 2, in f' in result.stderr
     assert result.stderr.rstrip().endswith("ZeroDivisionError: division by zero")
 

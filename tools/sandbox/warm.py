@@ -306,11 +306,37 @@ class WarmSandbox(Sandbox):
         if self._own is not None:
             await asyncio.to_thread(self._own.stop)
 
+    def _request(self, command: Command, workspace: Path, limits: Limits) -> bytes:
+        """What the run's supervisor reads: one line of JSON."""
+        max_tasks, memory_bytes = group_limits(limits)
+        request = {
+            "code": command.code,
+            "argv": list(command.argv) if command.argv else None,
+            "workspace": str(workspace),
+            "limits": {
+                "cpu_seconds": limits.cpu_seconds,
+                "max_file_mb": limits.max_file_mb,
+                "max_open_files": limits.max_open_files,
+                "address_space_mb": 0 if "memory" in self.controllers else limits.memory_mb,
+                "max_tasks": max_tasks,
+                "memory_bytes": memory_bytes,
+            },
+        }
+        return json.dumps(request).encode() + b"\n"
+
     async def _run(self, command: Command, workdir: Path, limits: Limits) -> SandboxResult:
         started = time.monotonic()
         launcher, relative = self._launcher_for(workdir)
         loop = asyncio.get_running_loop()
         run, theirs = socket.socketpair()
+        run.setblocking(False)
+        request = self._request(command, relative, limits)
+        # Sent first: the spare finds it as it takes the run (the rest, if the socket's
+        # buffer did not hold it all, follows).
+        try:
+            sent = run.send(request)
+        except BlockingIOError:
+            sent = 0
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         handed = [out_w, err_w]  # ours to close once the launcher has its copies
@@ -350,22 +376,8 @@ class WarmSandbox(Sandbox):
         transports: list[asyncio.BaseTransport] = []
         unread = [out_r, err_r]  # pipe ends no transport owns yet
         try:
-            run.setblocking(False)
-            max_tasks, memory_bytes = group_limits(limits)
-            request = {
-                "code": command.code,
-                "argv": list(command.argv) if command.argv else None,
-                "workspace": str(relative),
-                "limits": {
-                    "cpu_seconds": limits.cpu_seconds,
-                    "max_file_mb": limits.max_file_mb,
-                    "max_open_files": limits.max_open_files,
-                    "address_space_mb": 0 if "memory" in self.controllers else limits.memory_mb,
-                    "max_tasks": max_tasks,
-                    "memory_bytes": memory_bytes,
-                },
-            }
-            await loop.sock_sendall(run, json.dumps(request).encode() + b"\n")
+            if sent < len(request):
+                await loop.sock_sendall(run, request[sent:])
             stdout = await _pipe_reader(unread, transports)
             stderr = await _pipe_reader(unread, transports)
             finished = await self.supervise(

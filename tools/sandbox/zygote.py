@@ -348,8 +348,9 @@ def run_code(code: str, streams: tuple[TextIO, TextIO, TextIO]) -> int:
         exec(compile(code, "<string>", "exec"), main.__dict__)  # noqa: S102 - the sandboxed code
     except SystemExit as exit_:
         status = _exit_status(exit_.code)
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as error:
+        # From the code's own frames, as `python -c` prints it (not this function's).
+        traceback.print_exception(error.with_traceback(error.__traceback__.tb_next))
         status = 1
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):

@@ -6,6 +6,7 @@ a 2 MB frame meets."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -78,13 +79,32 @@ async def push(group: str, marker: str) -> None:
     await get_channel_layer().group_send(group, {"type": publisher.MESSAGE_TYPE, "html": html})
 
 
-async def still_serving(socket: WebsocketCommunicator, group: str) -> None:
-    """The socket is open and still gets the group's pushes (and nothing it was sent)."""
+# Words of the garbage above that no fragment of the server's ever holds: a message
+# holding one would be an echo of what the client sent.
+ECHOES = ("forged", "not json at all", "too early", "operators-only")
+
+
+async def drain(socket: WebsocketCommunicator, seconds: float) -> list[str]:
+    """Whatever arrives within `seconds` (pushes of the sessions other tests' steps
+    changed may still be on their way: the publisher renders on its own thread)."""
+    received = []
+    while not await socket.receive_nothing(seconds):
+        received.append(await socket.receive_from())
+    return received
+
+
+async def still_serving(socket: WebsocketCommunicator, group: str) -> str:
+    """The socket is open and still gets the group's pushes, and it was sent nothing
+    that echoes the client. Returns the probe's marker."""
     marker = f"probe-{time.monotonic_ns()}"
     await push(group, marker)
-    message = await socket.receive_from(5)
-    assert marker in message
-    assert "forged" not in message
+    received = []
+    async with asyncio.timeout(10):
+        while not received or marker not in received[-1]:
+            received.append(await socket.receive_from(10))
+    for message in received:
+        assert not any(echo in message for echo in ECHOES), message
+    return marker
 
 
 async def assert_closed_with(socket: WebsocketCommunicator, code: int) -> None:
@@ -109,7 +129,6 @@ async def test_garbage_is_ignored_and_the_socket_keeps_serving(
         for message in GARBAGE:
             await send_raw(socket, message)
 
-        assert await socket.receive_nothing(0.2), f"{path} answered garbage"
         await still_serving(socket, group)
         await finished_cleanly(socket)
 
@@ -181,7 +200,7 @@ async def test_the_limit_is_a_setting(open_socket, operator, settings, layer):
     await socket.receive_from()
 
     await socket.send_to(text_data="0123456789")  # at the limit: ignored
-    assert await socket.receive_nothing(0.2)
+    await still_serving(socket, groups.SESSIONS)
     await socket.send_to(text_data="0123456789!")
 
     await assert_closed_with(socket, CLOSE_MESSAGE_TOO_BIG)
@@ -229,9 +248,9 @@ async def test_a_storm_of_repeated_subscriptions_leaves_one_working_socket(
     assert (await survivor.connect())[0]
     await survivor.receive_from()
 
-    await still_serving(survivor, groups.APPROVALS)
+    marker = await still_serving(survivor, groups.APPROVALS)
 
-    assert await survivor.receive_nothing(0.3), "a push arrived twice"
+    assert not [message for message in await drain(survivor, 0.3) if marker in message]
     await finished_cleanly(survivor)
 
 

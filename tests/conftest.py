@@ -59,10 +59,13 @@ def viewer(django_user_model):
 
 @pytest.fixture
 def run_queued_steps() -> Callable[[], None]:
-    """Run every queued step in this thread, as a worker would, until none is left."""
+    """Run every queued step in this thread, as a worker would, until none is left, and
+    wait for their live pushes (a socket opened afterwards must not receive them late)."""
+    from agentdash.live import publisher
     from agentdash.worker import StepWorker
 
     def run() -> None:
         StepWorker().run_ready_steps()
+        assert publisher.flush(), "the steps' live pushes were not sent in time"
 
     return run

@@ -141,9 +141,16 @@ class _Publisher:
 
 
 _publisher = _Publisher()
+
+
+def flush(timeout: float = SEND_TIMEOUT_SECONDS) -> bool:
+    """Wait until every change queued so far is pushed: whether it was, within `timeout`."""
+    return _publisher.flush(timeout)
+
+
 # A command or worker that exits right after a change still pushes it (the thread is a
 # daemon: atexit runs while it is still alive).
-atexit.register(_publisher.flush)
+atexit.register(flush)
 
 
 def publish_text(session_id: int, text: str) -> None:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def test_changes_of_one_session_that_pile_up_are_rendered_once(
-    open_socket, operator, run_queued_steps
+    layer, open_socket, operator, run_queued_steps
 ):
     calls: list[ToolCall] = await database_sync_to_async(paused_on)(
         run_queued_steps,

@@ -57,7 +57,7 @@ from prometheus_client.core import (
 )
 
 from agentdash import verification
-from agentdash.api.auth import UNAUTHENTICATED, token_user
+from agentdash.api.auth import UNAUTHENTICATED, TooManyFailedTokens, token_user
 from agentdash.models import AgentSession, ExecutionResult, ToolCall
 from agentdash.states import CALL_FINAL, SESSION_FINAL, CallState, SessionStatus
 from agentdash.toolbox import tool_catalogue
@@ -468,6 +468,10 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         try:
             if token_user(request) is None:
                 return _refused(401, UNAUTHENTICATED)
+        except TooManyFailedTokens as error:
+            response = _refused(429, error.message)
+            response["Retry-After"] = str(error.retry_after)
+            return response
         except AuthenticationError as error:
             return _refused(401, error.message)
     elif not request.user.is_authenticated:

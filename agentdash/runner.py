@@ -564,10 +564,13 @@ class SessionRunner:
         self, session: AgentSession, message: Message, uses: list[dict[str, Any]]
     ) -> list[ToolCall]:
         """Record the calls of one reply, each decided by the session's current rules."""
+        # No order: ToolCall's default one would join the messages for nothing.
         self.seen_call_ids = set(
             ToolCall.objects.filter(
                 session=session, call_id__in=[str(block.get("id")) for block in uses]
-            ).values_list("call_id", flat=True)
+            )
+            .order_by()
+            .values_list("call_id", flat=True)
         )
         rules = policy.rules_for(session.pk)
         return [self._propose(session, message, n, block, rules) for n, block in enumerate(uses)]

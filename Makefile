@@ -34,21 +34,25 @@ run: $(STAMP)
 	$(PY) manage.py serve --port $(PORT)
 
 # The `postgres`-marked tests run in a second pass against this server (Django creates
-# and drops the database test_<name> on it); every other test runs on SQLite.
+# and drops the database test_<name> on it), with the Redis below as channel layer and
+# cache: the scale-out configuration. Every other test runs on SQLite first.
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/14
 
-# The whole suite on the embedded default (SQLite), then every suite that touches the
-# database again on PostgreSQL (with the postgres-only tests: races, locks, NOTIFY).
+# The whole suite on the embedded default (SQLite, in-memory layer), then every suite that
+# touches the database or the channel layer again on PostgreSQL + Redis (with the tests
+# only those can run: races, locks, NOTIFY). tests/tools, tests/sandbox and tests/security
+# use neither, so they run once.
 PG_SUITES := tests/runner tests/governance tests/audit tests/api tests/web tests/live \
-	tests/metrics tests/notifications
+	tests/metrics tests/notifications tests/providers tests/faults tests/e2e
 
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -m "not postgres"
 	@if $(PY) -c 'import sys, psycopg; psycopg.connect(sys.argv[1], dbname="postgres", \
 			connect_timeout=3).close()' '$(PG_TEST_URL)' 2>/dev/null; then \
-		echo "DATABASE_URL=$(PG_TEST_URL) $(VENV)/bin/pytest $(PG_SUITES)"; \
-		DATABASE_URL='$(PG_TEST_URL)' $(VENV)/bin/pytest $(PG_SUITES); \
+		echo "DATABASE_URL=$(PG_TEST_URL) REDIS_URL=$(REDIS_TEST_URL) $(VENV)/bin/pytest $(PG_SUITES)"; \
+		DATABASE_URL='$(PG_TEST_URL)' REDIS_URL='$(REDIS_TEST_URL)' $(VENV)/bin/pytest $(PG_SUITES); \
 	else \
 		echo "SKIPPED the PostgreSQL pass: no PostgreSQL answers at $(PG_TEST_URL)"; \
 	fi

@@ -308,7 +308,15 @@ def record(
     return event
 
 
-# --- verify ----------------------------------------------------------------------------
+# --- verify ---------------------------------------------------------------------------
+
+# The kind of the event that records a verification of the chain (agentdash/verification.py).
+VERIFIED_KIND = "audit.verified"
+
+
+def head_seq() -> int:
+    """The newest event's seq, which is also how many events the log holds (no gaps)."""
+    return AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,38 +349,59 @@ def _chain_fault(row: Any, expected_seq: int, prev_hash: str) -> str | None:
     return None
 
 
-def verify(*, progress: Callable[[int], None] | None = None) -> VerifyReport:
-    """Check the whole chain in seq order, streaming in constant memory.
+def verify(
+    *,
+    after_seq: int = 0,
+    after_hash: str = GENESIS_HASH,
+    up_to: int | None = None,
+    limit: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> VerifyReport:
+    """Check the events after `after_seq` (whose hash is `after_hash`; by default the whole
+    chain), in seq order.
 
-    `progress(events_checked)` is called after every CHUNK_SIZE events.
+    Reads at most `limit` events. With `up_to`, stops after that event and reports the
+    events up to it that are missing from the end of the log. `progress(events_checked)`
+    is called every CHUNK_SIZE events. Streams in constant memory. The report's
+    head_seq and head_hash are the last event found good: where the next check resumes.
     """
     started = time.perf_counter()
-    expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
-    rows = AuditEvent.objects.order_by("seq").values_list(*EXPORT_FIELDS, named=True)
-    for row in rows.iterator(chunk_size=CHUNK_SIZE):
+    expected_seq, prev_hash, checked = after_seq + 1, after_hash, 0
+
+    def report(*, bad_seq: int | None = None, problem: str = "") -> VerifyReport:
+        return VerifyReport(
+            ok=bad_seq is None,
+            events_checked=checked,
+            first_bad_seq=bad_seq,
+            problem=problem,
+            head_seq=expected_seq - 1,
+            head_hash=prev_hash,
+            seconds=time.perf_counter() - started,
+        )
+
+    events = AuditEvent.objects.filter(seq__gt=after_seq).order_by("seq")
+    if up_to is not None:
+        events = events.filter(seq__lte=up_to)
+    rows = events.values_list(*EXPORT_FIELDS, named=True)
+    if limit is not None:
+        rows = rows[:limit]
+    chunk_size = CHUNK_SIZE
+    for row in rows.iterator(chunk_size=chunk_size):
         checked += 1
         if fault := _chain_fault(row, expected_seq, prev_hash):
-            return VerifyReport(
-                ok=False,
-                events_checked=checked,
-                first_bad_seq=row.seq,
-                problem=f"event {row.seq} ({row.kind}): {fault}",
-                head_seq=expected_seq - 1,
-                head_hash=prev_hash,
-                seconds=time.perf_counter() - started,
-            )
+            return report(bad_seq=row.seq, problem=f"event {row.seq} ({row.kind}): {fault}")
         expected_seq, prev_hash = row.seq + 1, row.hash
-        if progress is not None and checked % CHUNK_SIZE == 0:
+        if progress is not None and checked % chunk_size == 0:
             progress(checked)
-    return VerifyReport(
-        ok=True,
-        events_checked=checked,
-        first_bad_seq=None,
-        problem="",
-        head_seq=expected_seq - 1,
-        head_hash=prev_hash,
-        seconds=time.perf_counter() - started,
-    )
+    cut_short = limit is None or checked < limit
+    if up_to is not None and cut_short and expected_seq <= up_to:
+        gap = f"{expected_seq}" if expected_seq == up_to else f"{expected_seq}-{up_to}"
+        return report(
+            bad_seq=expected_seq,
+            problem=f"event {expected_seq}: the log ends at event {expected_seq - 1} but "
+            f"held {up_to} when the check began: event(s) {gap} missing",
+        )
+    return report()
 
 
 # --- export ----------------------------------------------------------------------------

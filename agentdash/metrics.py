@@ -56,12 +56,11 @@ from prometheus_client.core import (
     Metric,
 )
 
-from agentdash import verification
+from agentdash import audit, verification
 from agentdash.api.auth import UNAUTHENTICATED, TooManyFailedTokens, token_user
 from agentdash.models import AgentSession, ExecutionResult, ToolCall
 from agentdash.states import CALL_FINAL, SESSION_FINAL, CallState, SessionStatus
 from agentdash.toolbox import tool_catalogue
-from agentdash.web.history_query import head_seq
 from tools import ExecutionStatus
 
 UNKNOWN_TOOL = "(unknown)"
@@ -420,7 +419,7 @@ class DatabaseCollector:
             "agentdash_audit_events",
             "Events in the audit log: the newest event's seq, since seqs have no gaps "
             "(read from the index, not counted).",
-            value=head_seq(),
+            value=audit.head_seq(),
         )
         # The stored result of the last verification; a scrape never walks the chain.
         check = verification.state()

@@ -2,12 +2,11 @@
 
     from agentdash import verification
 
-    report = verification.check_chain()        # the whole chain, now (`audit verify`)
     state, started = verification.request("user:alice", full=False)   # the history page
 
-`check_chain()` walks events in seq order from any point whose seq and hash are known,
-checking each with the audit module's own test (agentdash/audit.py documents the
-scheme). `manage.py audit verify` calls it from event 1; the job calls it slice by slice.
+`audit.verify()` walks events in seq order from any point whose seq and hash are known
+(agentdash/audit.py documents the scheme). `manage.py audit verify` calls it from event
+1; the job calls it slice by slice.
 
 The job. A check of a million events takes tens of seconds, far too long for a request,
 so `request()` only records that a check is wanted (in ChainVerification, the one row
@@ -35,8 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import time
-from collections.abc import Callable
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -44,9 +41,7 @@ from django.tasks import task
 from django.utils import timezone
 
 from agentdash import audit, worker
-from agentdash.audit import _chain_fault  # the one test of an event against the one before
-from agentdash.models import AuditEvent, ChainVerification
-from agentdash.web.history_query import VERIFIED_KIND, head_seq
+from agentdash.models import ChainVerification
 
 # Events one task checks before it saves its progress and queues the next slice: about
 # half a second of work, so progress moves visibly and steps never wait long.
@@ -58,60 +53,6 @@ SLICE_PRIORITY = -10
 STALLED_AFTER = dt.timedelta(seconds=60)
 
 RunState = ChainVerification.RunState
-
-
-def check_chain(
-    *,
-    after_seq: int = 0,
-    after_hash: str = audit.GENESIS_HASH,
-    up_to: int | None = None,
-    limit: int | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> audit.VerifyReport:
-    """Check the events after `after_seq` (whose hash is `after_hash`), in seq order.
-
-    Reads at most `limit` events. With `up_to`, stops after that event and reports the
-    events up to it that are missing from the end of the log. `progress(events_checked)`
-    is called every audit.CHUNK_SIZE events. Streams in constant memory. The report's
-    head_seq and head_hash are the last event found good: where the next check resumes.
-    """
-    started = time.perf_counter()
-    expected_seq, prev_hash, checked = after_seq + 1, after_hash, 0
-
-    def report(*, bad_seq: int | None = None, problem: str = "") -> audit.VerifyReport:
-        return audit.VerifyReport(
-            ok=bad_seq is None,
-            events_checked=checked,
-            first_bad_seq=bad_seq,
-            problem=problem,
-            head_seq=expected_seq - 1,
-            head_hash=prev_hash,
-            seconds=time.perf_counter() - started,
-        )
-
-    events = AuditEvent.objects.filter(seq__gt=after_seq).order_by("seq")
-    if up_to is not None:
-        events = events.filter(seq__lte=up_to)
-    rows = events.values_list(*audit.EXPORT_FIELDS, named=True)
-    if limit is not None:
-        rows = rows[:limit]
-    chunk_size = audit.CHUNK_SIZE
-    for row in rows.iterator(chunk_size=chunk_size):
-        checked += 1
-        if fault := _chain_fault(row, expected_seq, prev_hash):
-            return report(bad_seq=row.seq, problem=f"event {row.seq} ({row.kind}): {fault}")
-        expected_seq, prev_hash = row.seq + 1, row.hash
-        if progress is not None and checked % chunk_size == 0:
-            progress(checked)
-    cut_short = limit is None or checked < limit
-    if up_to is not None and cut_short and expected_seq <= up_to:
-        gap = f"{expected_seq}" if expected_seq == up_to else f"{expected_seq}-{up_to}"
-        return report(
-            bad_seq=expected_seq,
-            problem=f"event {expected_seq}: the log ends at event {expected_seq - 1} but "
-            f"held {up_to} when the check began: event(s) {gap} missing",
-        )
-    return report()
 
 
 # --- the background job ----------------------------------------------------------------
@@ -168,7 +109,7 @@ def request(actor: str, *, full: bool) -> tuple[ChainVerification, bool]:
         row.run_requested_at = row.run_touched_at = now
         row.run_from_seq = row.run_cursor_seq = start_seq
         row.run_cursor_hash = start_hash
-        row.run_target_seq = head_seq()
+        row.run_target_seq = audit.head_seq()
         row.run_seconds = 0.0
         row.save()
         _queue_slice()
@@ -206,7 +147,7 @@ def advance(slice_events: int | None = None) -> str:
             head_hash=run.run_cursor_hash,
         )
     else:
-        report = check_chain(
+        report = audit.verify(
             after_seq=run.run_cursor_seq,
             after_hash=run.run_cursor_hash,
             up_to=run.run_target_seq,
@@ -264,7 +205,7 @@ def _finish(
     )
     if stored:
         audit.record(
-            VERIFIED_KIND,
+            audit.VERIFIED_KIND,
             actor=run.run_requested_by,
             payload={
                 "ok": report.ok,

@@ -33,7 +33,7 @@ from agentdash import audit, verification
 from agentdash.models import AuditEvent
 from agentdash.sessions import actor_for
 from agentdash.web import charts
-from agentdash.web.history_query import HistoryFilterForm, head_seq, page_of, tool_names
+from agentdash.web.history_query import HistoryFilterForm, page_of, tool_names
 
 # A payload longer than this is cut on the page (the export has it whole), so that a
 # page of fifty events with huge arguments stays light.
@@ -71,7 +71,7 @@ def _link(params: dict[str, str], **cursor: int) -> str:
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
     form = HistoryFilterForm(request.GET)
-    head = head_seq()
+    head = audit.head_seq()
     context: dict[str, object] = {
         "form": form,
         "chain": verification.status(head),
@@ -108,7 +108,7 @@ def verify(request: HttpRequest) -> HttpResponse:
         verification.request(actor_for(request.user), full=request.POST.get("full") == "1")
         if not request.htmx:
             return redirect(reverse("history:index") + (f"?{filters}" if filters else ""))
-    context = {"chain": verification.status(head_seq()), "filter_query": filters}
+    context = {"chain": verification.status(audit.head_seq()), "filter_query": filters}
     return render(request, "agentdash/history/chain_status.html", context)
 
 

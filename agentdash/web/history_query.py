@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django import forms
-from django.db import connections, transaction
+from django.db import connections
 from django.db.models import QuerySet, TextField, Value
 from django.db.models.functions import Cast, StrIndex, Upper
 
@@ -23,9 +23,6 @@ from agentdash.models import AuditEvent, ToolCall
 from agentdash.states import CALL_TRANSITIONS, SESSION_TRANSITIONS
 
 PAGE_SIZE = 50
-
-# The kind of the event that records a verification of the chain (see verify_chain()).
-VERIFIED_KIND = "audit.verified"
 
 
 def _states_entered(transitions: Mapping[str, frozenset[str]]) -> list[str]:
@@ -51,7 +48,7 @@ def _kind_choices() -> list[tuple[str, Any]]:
                 *group("session", _states_entered(SESSION_TRANSITIONS)),
             ],
         ),
-        ("Other", [("model.replied", "model replied"), (VERIFIED_KIND, "chain verified")]),
+        ("Other", [("model.replied", "model replied"), (audit.VERIFIED_KIND, "chain verified")]),
     ]
 
 
@@ -236,82 +233,7 @@ def page_of(
     )
 
 
-def head_seq() -> int:
-    """The newest event's seq, which is also how many events the log holds."""
-    return AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
-
-
 def tool_names(events: list[AuditEvent]) -> dict[int, str]:
     """The tool of each call that `events` mention, in one query."""
     call_ids = {event.tool_call_id for event in events if event.tool_call_id is not None}
     return dict(ToolCall.objects.filter(pk__in=call_ids).values_list("pk", "tool_name"))
-
-
-# --- the chain's verification -----------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class ChainStatus:
-    """The last recorded verification of the chain, measured against today's head."""
-
-    checked: bool  # False: the chain was never verified
-    ok: bool = False
-    verified_at: dt.datetime | None = None
-    verified_by: str = ""
-    events_checked: int = 0
-    first_bad_seq: int | None = None
-    problem: str = ""
-    # Events appended after those that the check read, its own record left out.
-    unchecked: int = 0
-
-    @property
-    def stale(self) -> bool:
-        return self.unchecked > 0
-
-
-def verify_chain(actor: str) -> audit.VerifyReport:
-    """Check the whole chain now and append the result to it as an "audit.verified" event.
-
-    The result goes into the log itself because it is the one store that every process
-    shares and that outlives restarts, and because who checked the log, and what they
-    found, is itself worth keeping. Takes about as long as `manage.py audit verify`.
-    """
-    report = audit.verify()
-    with transaction.atomic():
-        audit.record(
-            VERIFIED_KIND,
-            actor=actor,
-            payload={
-                "ok": report.ok,
-                "events_checked": report.events_checked,
-                "first_bad_seq": report.first_bad_seq,
-                "problem": report.problem,
-                "head_seq": report.head_seq,
-                "head_hash": report.head_hash,
-                "seconds": round(report.seconds, 3),
-            },
-        )
-    return report
-
-
-def chain_status(head: int) -> ChainStatus:
-    """The last verification's result, from its event, against the log's `head` seq.
-
-    One indexed read: nothing walks the chain on a page load.
-    """
-    last = AuditEvent.objects.filter(kind=VERIFIED_KIND).order_by("-seq").first()
-    if last is None:
-        return ChainStatus(checked=False)
-    found = last.payload
-    # What the check read ends at its last event; on a broken chain at the bad one.
-    read_up_to = found["first_bad_seq"] or found["head_seq"]
-    return ChainStatus(
-        checked=True,
-        ok=found["ok"],
-        verified_at=last.created_at,
-        verified_by=last.actor,
-        events_checked=found["events_checked"],
-        first_bad_seq=found["first_bad_seq"],
-        problem=found["problem"],
-        unchecked=max(0, head - read_up_to - 1),
-    )

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from agentdash import audit, verification
+from agentdash import audit
 from agentdash.models import AuditEvent
 
 
@@ -43,7 +43,7 @@ class Command(BaseCommand):
 
         # The same walk as the history page's background check, here from event 1 and in
         # the foreground; read-only, so that checking never changes what is checked.
-        report = verification.check_chain(progress=progress if verbosity >= 2 else None)
+        report = audit.verify(progress=progress if verbosity >= 2 else None)
         if not report.ok:
             raise CommandError(
                 f"audit chain broken at event {report.first_bad_seq}: {report.problem} "

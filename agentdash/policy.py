@@ -25,7 +25,16 @@ stored in PolicyRule.conditions:
     {"kind": "number", "argument": "timeout_seconds", "min": 0, "max": 60}
 
 (the `argument` shown is each kind's default). A condition on an argument that the call
-does not carry (absent or null) does not hold. Rules are checked when saved
+does not carry (absent or null) does not hold.
+
+Links: the file tools follow symbolic links that stay inside the session's workspace, so
+a path condition judges both the path as written and the path it really leads to there
+(Workspace.resolve, as the tools do, with the links as they are when the call is decided
+or previewed). A deny or ask rule matches when either does: "secrets/**" also catches
+"docs/x" when docs links to secrets. An allow rule matches only when both do, so a link
+never widens an allow: "docs/**" does not allow "docs/x" that leads into secrets/. A path
+the workspace refuses (a link out, a loop, a hard link) is judged as written; the tool
+refuses it anyway. Rules are checked when saved
 (`validate_rule`, run by PolicyRule.clean() and so by every ModelForm): a bad pattern,
 a tool that does not exist or a condition on an argument no matched tool has is a form
 error, never an error at decision time.
@@ -52,6 +61,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 from urllib.parse import urlsplit
 
@@ -66,6 +76,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter
 from agentdash import audit, sessions, toolbox
 from agentdash.models import PolicyRule, PolicyVersion, ToolCall
 from tools import Tool
+from tools.builtin.workspace import Workspace, WorkspaceError
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +94,11 @@ class _Condition(BaseModel, abc.ABC):
 
     argument: str = Field(min_length=1)
 
-    def check(self, arguments: Mapping[str, Any]) -> bool:
+    def check(
+        self, arguments: Mapping[str, Any], links: RealPaths | None = None, *, allows: bool = False
+    ) -> bool:
+        """Whether the condition holds on the call's arguments. Only a path condition
+        uses `links` (the session's workspace) and `allows` (the rule allows the call)."""
         value = arguments.get(self.argument)
         return value is not None and self.holds(value)
 
@@ -116,8 +131,47 @@ class PathCondition(_Condition):
     def model_post_init(self, context: Any) -> None:
         self._segments = _segments(self.glob)
 
+    def check(
+        self, arguments: Mapping[str, Any], links: RealPaths | None = None, *, allows: bool = False
+    ) -> bool:
+        value = arguments.get(self.argument)
+        if not isinstance(value, str) or links is None:
+            return super().check(arguments)
+        real = links.real(value)
+        if real is None:
+            return self.holds(value)
+        # Deny and ask catch either path; allow needs both (the module's docstring).
+        either_or_both = all if allows else any
+        return either_or_both(self.holds(path) for path in (value, real))
+
     def holds(self, value: Any) -> bool:
         return isinstance(value, str) and _glob_matches(_segments(value), self._segments)
+
+
+class RealPaths:
+    """Where paths lead inside one session's workspace, for the path conditions of one
+    decision: the workspace is opened and each path resolved only when a rule asks."""
+
+    def __init__(self, workspace: Path) -> None:
+        self.directory = workspace
+        self.workspace: Workspace | None = None
+        self.found: dict[str, str | None] = {}
+
+    def real(self, path: str) -> str | None:
+        """The path `path` leads to, relative to the workspace ("." for itself), or None
+        when the workspace refuses it or does not exist."""
+        if path not in self.found:
+            self.found[path] = self._resolve(path)
+        return self.found[path]
+
+    def _resolve(self, path: str) -> str | None:
+        try:
+            if self.workspace is None:
+                self.workspace = Workspace(self.directory)
+            return self.workspace.resolve(path).relative_to(self.workspace.root).as_posix()
+        except (WorkspaceError, OSError, ValueError):
+            # Never fails the decision: judged as written, and the tool refuses it anyway.
+            return None
 
 
 class HostCondition(_Condition):
@@ -373,8 +427,13 @@ class CompiledRule:
         """Whether the rule is about this tool at all, whatever its arguments."""
         return _selects(self.tool, self.tag, self.hint, tool)
 
-    def matches(self, tool: Tool, arguments: Mapping[str, Any]) -> bool:
-        return self.selects(tool) and all(c.check(arguments) for c in self.conditions)
+    def matches(
+        self, tool: Tool, arguments: Mapping[str, Any], links: RealPaths | None = None
+    ) -> bool:
+        allows = self.decision.action == "allow"
+        return self.selects(tool) and all(
+            condition.check(arguments, links, allows=allows) for condition in self.conditions
+        )
 
     @property
     def is_strict(self) -> bool:
@@ -413,8 +472,13 @@ class RuleSet:
     def of(cls, rules: Iterable[CompiledRule]) -> RuleSet:
         return cls(tuple(sorted(rules, key=lambda rule: rule.order)))
 
-    def decide(self, tool: Tool, arguments: Mapping[str, Any]) -> PolicyDecision:
-        matching = (rule for rule in self.rules if rule.matches(tool, arguments))
+    def decide(
+        self, tool: Tool, arguments: Mapping[str, Any], *, workspace: Path | None = None
+    ) -> PolicyDecision:
+        """The first matching rule's decision, else the tool's hints'. `workspace`, the
+        session's workspace directory, lets path conditions see through its links."""
+        links = RealPaths(workspace) if workspace is not None else None
+        matching = (rule for rule in self.rules if rule.matches(tool, arguments, links))
         first = next(matching, None)
         if first is None:
             return default_decision(tool)
@@ -477,10 +541,14 @@ def rules_for(session_id: int | None) -> RuleSet:
 
 
 def decide_call(
-    tool: Tool, arguments: Mapping[str, Any], *, session_id: int | None = None
+    tool: Tool,
+    arguments: Mapping[str, Any],
+    *,
+    session_id: int | None = None,
+    workspace: Path | None = None,
 ) -> PolicyDecision:
     """What happens to a valid call of `tool` with `arguments` before anything runs."""
-    return rules_for(session_id).decide(tool, arguments)
+    return rules_for(session_id).decide(tool, arguments, workspace=workspace)
 
 
 # --- checking rules as they are saved -------------------------------------------------
@@ -600,6 +668,7 @@ def preview_rule(rule: PolicyRule, *, last: int = 50) -> list[PreviewRow]:
     call first.
     """
     calls = ToolCall.objects.filter(arguments__isnull=False).order_by("-pk")
+    calls = calls.select_related("session")  # each call's workspace, for its links
     if rule.session_id is not None:
         calls = calls.filter(session_id=rule.session_id)
     calls = list(calls[:last])
@@ -626,11 +695,12 @@ def preview_rule(rule: PolicyRule, *, last: int = 50) -> list[PreviewRow]:
         if tool is None:
             continue
         arguments = call.arguments or {}
+        workspace = call.session.workspace
         rows.append(
             PreviewRow(
                 call,
-                before[call.session_id].decide(tool, arguments),
-                after[call.session_id].decide(tool, arguments),
+                before[call.session_id].decide(tool, arguments, workspace=workspace),
+                after[call.session_id].decide(tool, arguments, workspace=workspace),
             )
         )
     return rows

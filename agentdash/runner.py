@@ -617,7 +617,8 @@ class SessionRunner:
                 first_attempt=True,
             )
             return call
-        self._apply(call, tool, arguments, rules.decide(tool, arguments))
+        decision = rules.decide(tool, arguments, workspace=session.workspace)
+        self._apply(call, tool, arguments, decision)
         return call
 
     def _apply(

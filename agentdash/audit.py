@@ -263,6 +263,46 @@ def _lock_chain_head(connection: BaseDatabaseWrapper, cursor: CursorWrapper) -> 
         raise NotSupportedError(f"the audit chain has no lock for {connection.vendor}")
 
 
+class _ChainHead:
+    """The event this transaction appended last, so that its next append neither takes
+    the lock again nor reads the head back: a state change writes two or three events
+    in one transaction, and each read cost a statement (two on PostgreSQL).
+
+    Exact, not a guess: the transaction holds the chain-head lock from its first append
+    to its end, so no one else can append meanwhile, and only record() writes events.
+    What could make the remembered head wrong is the append being undone, by the
+    transaction's rollback or by rolling back the savepoint it was made in. Both are
+    seen through an on_commit marker registered with the append: Django discards the
+    callbacks of a rolled-back savepoint (and all of them on rollback or commit), so
+    the head is trusted only while its marker is still queued."""
+
+    __slots__ = ("hash", "seq")
+
+    _ATTRIBUTE = "_agentdash_chain_head"
+
+    def __init__(self, seq: int, hash_: str) -> None:
+        self.seq, self.hash = seq, hash_
+
+    def __call__(self) -> None:
+        """The on_commit marker itself: nothing to do once committed."""
+
+    @classmethod
+    def remember(cls, connection: BaseDatabaseWrapper, seq: int, hash_: str) -> None:
+        marker = cls(seq, hash_)
+        transaction.on_commit(marker, using=connection.alias)
+        setattr(connection, cls._ATTRIBUTE, marker)
+
+    @classmethod
+    def written_in_this_transaction(cls, connection: BaseDatabaseWrapper) -> tuple[int, str] | None:
+        marker = getattr(connection, cls._ATTRIBUTE, None)
+        if marker is None:
+            return None
+        if not any(queued is marker for _, queued, _ in connection.run_on_commit):
+            setattr(connection, cls._ATTRIBUTE, None)
+            return None
+        return marker.seq, marker.hash
+
+
 def record(
     kind: str,
     *,
@@ -286,11 +326,13 @@ def record(
         )
     payload = _json_payload(redact(payload or {}))
     with connection.cursor() as cursor:
-        _lock_chain_head(connection, cursor)
-        # Read the head only once the lock is held: under READ COMMITTED this statement
-        # sees the event that the previous holder committed.
-        cursor.execute(_HEAD_SQL)
-        head = cursor.fetchone()
+        head = _ChainHead.written_in_this_transaction(connection)
+        if head is None:
+            _lock_chain_head(connection, cursor)
+            # Read the head only once the lock is held: under READ COMMITTED this
+            # statement sees the event that the previous holder committed.
+            cursor.execute(_HEAD_SQL)
+            head = cursor.fetchone()
         seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
         hashed = (seq, timezone.now(), actor, session_id, tool_call_id, kind, payload, prev_hash)
         values = (*hashed, _event_hash(hashed))
@@ -301,6 +343,7 @@ def record(
                 for field, value in zip(_COLUMNS, values, strict=True)
             ],
         )
+        _ChainHead.remember(connection, seq, values[-1])
     event = AuditEvent(**dict(zip(EXPORT_FIELDS, values, strict=True)))
     # The row exists now: mark the instance as loaded, so that save() refuses it.
     event._state.adding = False

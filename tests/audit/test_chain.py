@@ -10,6 +10,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, connections, transaction
 from django.db.transaction import TransactionManagementError
+from django.test.utils import CaptureQueriesContext
 
 from agentdash import audit
 from agentdash.models import AuditEvent
@@ -79,6 +80,41 @@ def test_an_event_rolls_back_with_its_transaction_and_leaves_no_hole(make_events
     (event,) = make_events(1)
 
     assert event.seq == 3
+    assert audit.verify().ok
+
+
+def _head_reads(queries: CaptureQueriesContext) -> int:
+    return sum(audit._HEAD_SQL in query["sql"] for query in queries.captured_queries)
+
+
+@pytest.mark.django_db(transaction=True)  # each block below is a transaction of its own
+def test_a_transaction_reads_the_head_once_however_many_events_it_appends():
+    with CaptureQueriesContext(connection) as first, transaction.atomic():
+        events = [audit.record("session.created", actor="system") for _ in range(3)]
+    # A new transaction reads the head again: another could have appended meanwhile.
+    with CaptureQueriesContext(connection) as second, transaction.atomic():
+        events.append(audit.record("session.created", actor="system"))
+
+    assert (_head_reads(first), _head_reads(second)) == (1, 1)
+    assert [event.seq for event in events] == [1, 2, 3, 4]
+    assert audit.verify().ok
+
+
+def test_an_event_undone_with_its_savepoint_is_not_taken_for_the_head(make_events):
+    with transaction.atomic():
+        audit.record("session.created", actor="system")
+        try:
+            with transaction.atomic():
+                audit.record("session.created", actor="system")
+                raise RuntimeError("the nested change failed")
+        except RuntimeError:
+            pass
+        with CaptureQueriesContext(connection) as queries:
+            event = audit.record("session.created", actor="system")
+        kept = audit.record("session.created", actor="system")
+
+    assert _head_reads(queries) == 1
+    assert (event.seq, kept.seq) == (2, 3)
     assert audit.verify().ok
 
 

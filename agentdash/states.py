@@ -28,6 +28,7 @@ Four edges extend DESIGN's picture, each for a reason:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -193,8 +194,58 @@ def enter(
     for name, value in {"state": new, **fields}.items():
         setattr(call, name, value)
     with transaction.atomic(savepoint=False):
-        call.save(force_insert=True)
+        insert(call)
         _announce(call, "toolcall", old, new, actor=actor, payload=payload, call_id=call.pk)
+
+
+def insert(obj: models.Model) -> None:
+    """Store a new row (`obj`, built and not yet saved) with one plain INSERT, as
+    `obj.save(force_insert=True)` would, setting its primary key.
+
+    For the rows every step writes (messages, calls, results, decisions): on SQLite
+    building the ORM's INSERT cost several times running it. Values come from the
+    fields as the ORM takes them (`pre_save`, so auto_now_add and the like still apply,
+    then `get_db_prep_save`); a value the ORM would have to compile (an expression) or a
+    database that cannot return the new key goes through the ORM. No signals are sent:
+    none of agentdash's models has a receiver."""
+    connection = transaction.get_connection()
+    fields = _insert_fields(type(obj))
+    values = [field.pre_save(obj, add=True) for field in fields]
+    if not connection.features.can_return_columns_from_insert or any(
+        hasattr(value, "resolve_expression") for value in values
+    ):
+        obj.save(force_insert=True)
+        return
+    params = [
+        field.get_db_prep_save(value, connection)
+        for field, value in zip(fields, values, strict=True)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_sql(type(obj)), params)
+        obj.pk = cursor.fetchone()[0]
+    obj._state.adding = False
+    obj._state.db = connection.alias
+
+
+@functools.cache
+def _insert_fields(model: type[models.Model]) -> list[models.Field]:
+    """The columns an INSERT of `model` sets: all but the generated key, as the ORM's."""
+    meta = model._meta
+    return [
+        field
+        for field in meta.local_concrete_fields
+        if field is not meta.auto_field and not field.generated
+    ]
+
+
+@functools.cache
+def _insert_sql(model: type[models.Model]) -> str:
+    # S608: only the model's own table and column names are formatted in.
+    fields = _insert_fields(model)
+    columns = ", ".join(f'"{field.column}"' for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    table, pk = model._meta.db_table, model._meta.pk.column
+    return f'INSERT INTO "{table}" ({columns}) VALUES ({placeholders}) RETURNING "{pk}"'  # noqa: S608
 
 
 def _update_if_still(obj: models.Model, field: str, old: str, updates: dict[str, Any]) -> int:

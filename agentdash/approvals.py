@@ -39,14 +39,15 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from agentdash import audit, live, policy, runner, toolbox
 from agentdash.models import AgentSession, ApprovalDecision, ExecutionResult, ToolCall
 from agentdash.models.sessions import arguments_hash
 from agentdash.sessions import actor_for
-from agentdash.states import CallState, SessionStatus, StaleState, transition
+from agentdash.states import CallState, SessionStatus, StaleState, insert, transition
 from tools import ToolValidationError
 
 __all__ = [
@@ -140,7 +141,7 @@ def decide(
     actor = actor_for(user)
     try:
         with transaction.atomic():
-            call = ToolCall.objects.select_for_update().select_related("session").get(pk=call_id)
+            call = _locked_calls().get(pk=call_id)
             decision = _decide_locked(
                 call,
                 user=user,
@@ -187,13 +188,7 @@ def decide_many(
     try:
         with transaction.atomic():
             # Locked in id order, as every batch locks them: two batches cannot deadlock.
-            calls = {
-                call.pk: call
-                for call in ToolCall.objects.select_for_update()
-                .select_related("session")
-                .filter(pk__in=ids)
-                .order_by("pk")
-            }
+            calls = {call.pk: call for call in _locked_calls().filter(pk__in=ids).order_by("pk")}
             if missing := [call_id for call_id in ids if call_id not in calls]:
                 raise ToolCall.DoesNotExist(f"No tool call {missing[0]}.")
             if len({call.message_id for call in calls.values()}) > 1:
@@ -218,6 +213,13 @@ def decide_many(
                 raise AlreadyDecided(call, call.decision) from None
         raise
     return decisions
+
+
+def _locked_calls() -> QuerySet[ToolCall]:
+    """Calls to decide, locked, with their session but not its script: a scripted
+    session's script holds every turn it will play, and decoding it at each decision
+    cost more than the rest of the read (nothing here needs it; it loads if asked)."""
+    return ToolCall.objects.select_for_update().select_related("session").defer("session__script")
 
 
 def _check_permission(user: AbstractBaseUser) -> None:
@@ -257,7 +259,7 @@ def _decide_locked(
             "cannot allow its tool for the whole session."
         )
     digest = arguments_hash(arguments)
-    decision = ApprovalDecision.objects.create(
+    decision = ApprovalDecision(
         tool_call=call,
         approved=True,
         decided_by=user,
@@ -269,6 +271,7 @@ def _decide_locked(
         round=round_,
         arguments_hash=digest,
     )
+    insert(decision)
     # This approval is the round's first when the arguments just changed, and the only
     # one needed when one suffices: no need to count.
     counted = call.approvals_required > 1 and not edited
@@ -311,7 +314,7 @@ def _decide_locked(
 
 
 def _reject(call: ToolCall, *, user: AbstractBaseUser, actor: str, reason: str) -> ApprovalDecision:
-    decision = ApprovalDecision.objects.create(
+    decision = ApprovalDecision(
         tool_call=call,
         approved=False,
         decided_by=user,
@@ -320,6 +323,7 @@ def _reject(call: ToolCall, *, user: AbstractBaseUser, actor: str, reason: str) 
         original_arguments=call.arguments,
         round=call.approval_round,
     )
+    insert(decision)
     transition(call, CallState.REJECTED, actor=actor, payload={"reason": reason})
     observation = rejection_observation(reason)
     ExecutionResult.objects.create(
@@ -372,10 +376,19 @@ def _validated_edit(call: ToolCall, edited: dict[str, Any]) -> dict[str, Any]:
 
 def _resume_if_nothing_pending(session: AgentSession, actor: str) -> None:
     """Schedule the next step; wake the session if this was the last pending call."""
-    still_pending = ToolCall.objects.filter(
-        session=session, state=CallState.PENDING_APPROVAL
-    ).exists()
+    with connection.cursor() as cursor:
+        cursor.execute(_PENDING_SQL, [session.pk, CallState.PENDING_APPROVAL.value])
+        still_pending = cursor.fetchone() is not None
     if not still_pending and session.status == SessionStatus.WAITING_APPROVAL:
         transition(session, SessionStatus.RUNNING, actor=actor)
     if not session.is_finished:
         runner.schedule(session.pk)
+
+
+# Asked at every decision, so in plain SQL (building the ORM's query cost several times
+# running it). S608: only the model's own table and column names are formatted in.
+_PENDING_SQL = (
+    f'SELECT 1 FROM "{ToolCall._meta.db_table}" '  # noqa: S608
+    f'WHERE "{ToolCall._meta.get_field("session").column}" = %s '
+    f'AND "{ToolCall._meta.get_field("state").column}" = %s LIMIT 1'
+)

@@ -105,22 +105,30 @@ class _Publisher:
             )
 
     def _run(self) -> None:
+        # Nothing may end this loop: a dead publisher would silence every page for good.
         while True:
             batch = self._next_batch()
-            close_old_connections()  # one that broke while publishing the last batch
-            for session_id, changes in batch.items():
-                try:
-                    for pushes in fragments.change(
-                        session_id,
-                        call_ids=list(changes.call_ids),
-                        message_ids=list(changes.message_ids),
-                    ):
-                        send(pushes)
-                except Exception:
-                    logger.exception("could not render the live update of session %s", session_id)
-            with self._condition:
-                self._publishing = False
-                self._condition.notify_all()
+            try:
+                close_old_connections()  # one that broke while publishing the last batch
+                for session_id, changes in batch.items():
+                    self._publish(session_id, changes)
+            except Exception:
+                logger.exception("could not publish %d session(s)' live updates", len(batch))
+            finally:
+                with self._condition:
+                    self._publishing = False
+                    self._condition.notify_all()
+
+    def _publish(self, session_id: int, changes: _SessionChanges) -> None:
+        try:
+            for pushes in fragments.change(
+                session_id,
+                call_ids=list(changes.call_ids),
+                message_ids=list(changes.message_ids),
+            ):
+                send(pushes)
+        except Exception:
+            logger.exception("could not render the live update of session %s", session_id)
 
     def _next_batch(self) -> dict[int, _SessionChanges]:
         """Every change queued so far, waiting for one if there is none."""
@@ -131,7 +139,10 @@ class _Publisher:
                 return batch
         # Idle: give the connection back rather than hold it between bursts (a test
         # database cannot be dropped while another connection is open).
-        connection.close()
+        try:
+            connection.close()
+        except Exception:
+            logger.exception("could not close the live publisher's database connection")
         with self._condition:
             while not self._changed:
                 self._condition.wait()
@@ -217,9 +228,13 @@ async def _group_send_all(pushes: list[tuple[str, str]]) -> None:
         except Exception as error:
             # After Redis restarts, each pooled connection fails once ("Connection closed
             # by server") before the pool replaces it: send again on the new one rather
-            # than lose the push. Failing twice means Redis is still away.
+            # than lose the push. Failing twice means Redis is still away: the pages
+            # catch up when their sockets reconnect; the other groups may still be reached.
             logger.info("pushing to %s failed (%s); trying once more", group, error)
-            await layer.group_send(group, message)
+            try:
+                await layer.group_send(group, message)
+            except Exception as again:
+                logger.warning("could not push to %s: %s", group, again)
 
 
 def _finished(task: asyncio.Task[None]) -> None:

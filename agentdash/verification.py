@@ -109,7 +109,9 @@ def request(actor: str, *, full: bool) -> tuple[ChainVerification, bool]:
         row.run_requested_at = row.run_touched_at = now
         row.run_from_seq = row.run_cursor_seq = start_seq
         row.run_cursor_hash = start_hash
-        row.run_target_seq = audit.head_seq()
+        # A full check must also notice events cut off the end since the last check.
+        head = audit.head_seq()
+        row.run_target_seq = max(head, row.verified_up_to_seq) if row.run_full else head
         row.run_seconds = 0.0
         row.save()
         _queue_slice()

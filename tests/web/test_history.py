@@ -677,6 +677,26 @@ def test_an_incremental_check_notices_events_cut_off_the_end(logged_in, run_queu
     assert "events were cut off the end" in state.problem
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("unguarded")
+def test_a_full_check_notices_events_cut_off_the_end(logged_in, run_queued_steps):
+    """A full re-check after the log lost its end must not take the shorter log as the
+    new baseline (a later routine check could no longer see the loss)."""
+    for _ in range(5):
+        record()
+    logged_in.post(VERIFY)
+    run_queued_steps()
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {TABLE} WHERE seq >= 4")
+
+    logged_in.post(VERIFY, {"full": "1"})
+    run_queued_steps()
+
+    state = verification.state()
+    assert (state.verified_ok, state.first_bad_seq) == (False, 4)
+    assert "missing" in state.problem
+
+
 @pytest.mark.django_db
 def test_the_fragment_is_for_logged_in_users_and_reading_it_queues_nothing(client, viewer):
     record()

@@ -82,8 +82,10 @@ class FailureLimit:
         counter, window_end = self._keys(key)
         values = cache.get_many([counter, window_end])
         failures, ends_at = values.get(counter, 0), values.get(window_end)
-        if failures < rate.limit or ends_at is None:
+        if failures < rate.limit:
             return None
+        if ends_at is None:  # evicted, or set() never ran: lock for a whole window
+            return rate.seconds
         remaining = ends_at - time.time()
         return math.ceil(remaining) if remaining > 0 else None
 
@@ -119,7 +121,9 @@ class FailureLimit:
         return base, base + ":until"
 
 
-# Passwords for one username, from anywhere; and from one address, for any username.
+# Passwords for one username from one address, and from one address for any username.
+# Not a username from anywhere: anyone could then keep an operator locked out (and the
+# approvals waiting) just by failing five times a minute under the operator's name.
 LOGIN_BY_USERNAME = FailureLimit("login-username", "AGENTDASH_LOGIN_RATE")
 LOGIN_BY_ADDRESS = FailureLimit("login-address", "AGENTDASH_LOGIN_IP_RATE")
 # API tokens (and /metrics tokens) that do not authenticate, from one address.

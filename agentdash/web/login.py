@@ -31,9 +31,10 @@ class RateLimitedLogin:
 
     def clean(self) -> dict[str, Any]:
         username = str(self.cleaned_data.get("username") or "")
+        address = ratelimit.client_address(self.request)
         counted = [
-            (ratelimit.LOGIN_BY_USERNAME, username.strip().casefold()),
-            (ratelimit.LOGIN_BY_ADDRESS, ratelimit.client_address(self.request)),
+            (ratelimit.LOGIN_BY_USERNAME, f"{username.strip().casefold()}\0{address}"),
+            (ratelimit.LOGIN_BY_ADDRESS, address),
         ]
         waits = [wait for limit, key in counted if (wait := limit.retry_after(key)) is not None]
         if waits:

@@ -69,6 +69,7 @@ from agentdash.states import (
     SessionStatus,
     StaleState,
     enter,
+    insert,
     transition,
 )
 from tools import ExecutionResult as ToolResult
@@ -196,8 +197,7 @@ class SessionRunner:
             transition(session, SessionStatus.RUNNING, actor=ACTOR)
         self.registry = toolbox.registry_for_session(session)
 
-        turn = session.messages.order_by("-index").first()
-        calls = list(turn.tool_calls.order_by("position")) if turn else []
+        turn, calls = _latest_turn(session)
         for call in calls:
             if call.state == CallState.RUNNING:
                 self._interrupt(call)
@@ -221,16 +221,18 @@ class SessionRunner:
             transition(session, SessionStatus.RUNNING, actor=ACTOR)
 
         assert turn is not None  # every session starts with the goal message
-        last_index = turn.index
+        # The newest messages, as this step read or wrote them: the conversation sent
+        # to the model need not read them back.
+        in_hand = [turn]
         if turn.role == Message.Role.ASSISTANT:
             if calls:
-                last_index = self._append_results(session, turn, calls).index
+                in_hand.append(self._append_results(session, turn, calls))
             elif turn.stop_reason != StopReason.PAUSE_TURN:
                 return self._finish(session, turn)
         if reason := self._over_budget(session):
             self._end(session, SessionStatus.BUDGET_EXCEEDED, reason)
             return session.status
-        return self._call_model(session, last_index)
+        return self._call_model(session, in_hand)
 
     def _wait_for_approval(self, session: AgentSession, calls: list[ToolCall]) -> None:
         """Stop here until a human decides, or until the earliest deadline of the pending
@@ -413,7 +415,7 @@ class SessionRunner:
             )
         data = tool_result.to_dict()
         previous = 0 if first_attempt else call.results.count()
-        stored = self.stored_results[call.pk] = ExecutionResult.objects.create(
+        stored = self.stored_results[call.pk] = ExecutionResult(
             tool_call=call,
             attempt=previous + 1,
             status=str(tool_result.status),
@@ -424,6 +426,7 @@ class SessionRunner:
             truncated=tool_result.truncated,
             metadata=tool_result.metadata or {},
         )
+        insert(stored)
         return stored
 
     def _append_results(
@@ -447,9 +450,11 @@ class SessionRunner:
             }
             for call in calls
         ]
-        return Message.objects.create(
+        results = Message(
             session=session, index=turn.index + 1, role=Message.Role.USER, content=blocks
         )
+        insert(results)
+        return results
 
     # -- the model ------------------------------------------------------------------------
 
@@ -462,8 +467,11 @@ class SessionRunner:
             return f"Spent ${session.cost:.4f}, the limit is ${session.max_cost:.4f}."
         return ""
 
-    def _call_model(self, session: AgentSession, last_index: int) -> str:
-        messages = _conversations.messages(session, last_index)
+    def _call_model(self, session: AgentSession, in_hand: list[Message]) -> str:
+        """Send the conversation, whose newest messages are `in_hand` (the last of them
+        the latest), to the model, and store its reply."""
+        last_index = in_hand[-1].index
+        messages = _conversations.messages(session, in_hand)
         request = ModelRequest(
             model=session.model,
             system=session.system_prompt or settings.AGENTDASH_SYSTEM_PROMPT,
@@ -513,7 +521,7 @@ class SessionRunner:
             if changed != 1:
                 raise StaleState(f"session {session.pk} is no longer running", current="")
             content = [_shrink_block(block) for block in reply.content]
-            message = Message.objects.create(
+            message = Message(
                 session=session,
                 index=index,
                 role=Message.Role.ASSISTANT,
@@ -524,6 +532,7 @@ class SessionRunner:
                 output_tokens=reply.usage.output_tokens,
                 cost=cost,
             )
+            insert(message)
             live.changed(session.pk, message_id=message.pk)
             audit.record(
                 "model.replied",
@@ -564,14 +573,10 @@ class SessionRunner:
         self, session: AgentSession, message: Message, uses: list[dict[str, Any]]
     ) -> list[ToolCall]:
         """Record the calls of one reply, each decided by the session's current rules."""
-        # No order: ToolCall's default one would join the messages for nothing.
-        self.seen_call_ids = set(
-            ToolCall.objects.filter(
-                session=session, call_id__in=[str(block.get("id")) for block in uses]
-            )
-            .order_by()
-            .values_list("call_id", flat=True)
-        )
+        ids = [str(block.get("id")) for block in uses]
+        with connection.cursor() as cursor:
+            cursor.execute(_SEEN_CALL_IDS_SQL % ", ".join(["%s"] * len(ids)), [session.pk, *ids])
+            self.seen_call_ids = {call_id for (call_id,) in cursor.fetchall()}
         rules = policy.rules_for(session.pk)
         return [self._propose(session, message, n, block, rules) for n, block in enumerate(uses)]
 
@@ -754,6 +759,34 @@ _CLAIM_SQL = (
 _STATUS_SQL = f'SELECT "status" FROM "{_SESSION_TABLE}" WHERE "id" = %s'  # noqa: S608
 
 
+def _select_sql(model: type[Any], where: str, order: str) -> str:
+    columns = ", ".join(f'"{field.column}"' for field in model._meta.concrete_fields)
+    return f'SELECT {columns} FROM "{model._meta.db_table}" WHERE {where} ORDER BY {order}'  # noqa: S608
+
+
+# Which of a reply's call ids the session already used (the IN list's placeholders are
+# filled in per reply; the ids themselves are parameters).
+_SEEN_CALL_IDS_SQL = (
+    f'SELECT "call_id" FROM "{ToolCall._meta.db_table}" '  # noqa: S608
+    'WHERE "session_id" = %%s AND "call_id" IN (%s)'
+)
+_LATEST_TURN_SQL = _select_sql(Message, '"session_id" = %s', '"index" DESC LIMIT 1')
+_TURN_CALLS_SQL = _select_sql(ToolCall, '"message_id" = %s', '"position"')
+
+
+def _latest_turn(session: AgentSession) -> tuple[Message | None, list[ToolCall]]:
+    """The session's latest message and its tool calls in order, read at every step (in
+    plain SQL, as the claim reads the session), their relations set to what is known."""
+    turn = next(iter(Message.objects.raw(_LATEST_TURN_SQL, [session.pk])), None)
+    if turn is None:
+        return None, []
+    turn.session = session
+    calls = list(ToolCall.objects.raw(_TURN_CALLS_SQL, [turn.pk]))
+    for call in calls:
+        call.session, call.message = session, turn
+    return turn, calls
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     """The limit holding a call back, and when it lets the call start."""
@@ -879,18 +912,27 @@ class _Conversations:
         self.entries: OrderedDict[tuple[int, datetime], list[dict[str, Any]]] = OrderedDict()
         self.lock = threading.Lock()
 
-    def messages(self, session: AgentSession, last_index: int) -> list[dict[str, Any]]:
-        """The session's messages up to `last_index` (its latest, which the caller has
-        just read), in order, as {"role", "content"} dicts (a new list)."""
+    def messages(self, session: AgentSession, in_hand: list[Message]) -> list[dict[str, Any]]:
+        """The session's messages, in order, as {"role", "content"} dicts (a new list).
+        `in_hand` are its newest messages as the caller just read or wrote them, in
+        order, the last being its latest: when they are all that is missing from the
+        cached conversation, nothing is read."""
         key = (session.pk, session.created_at)
+        last_index = in_hand[-1].index
         with self.lock:
             known = self.entries.pop(key, None) or []
         if len(known) > last_index + 1:
             known = []
         columns = ("index", "role", "content")
-        added = list(
-            session.messages.filter(index__gte=len(known)).order_by("index").values_list(*columns)
-        )
+        missing = [message for message in in_hand if message.index >= len(known)]
+        if not missing or missing[0].index == len(known):
+            added = [(message.index, str(message.role), message.content) for message in missing]
+        else:
+            added = list(
+                session.messages.filter(index__gte=len(known))
+                .order_by("index")
+                .values_list(*columns)
+            )
         if any(index != len(known) + n for n, (index, _, _) in enumerate(added)):
             known = []
             added = list(session.messages.order_by("index").values_list(*columns))

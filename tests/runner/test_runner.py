@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -18,7 +19,14 @@ from agentdash.approvals import AlreadyDecided, InvalidEdit, decide
 from agentdash.models import AgentSession, AuditEvent, Message, ToolCall
 from agentdash.runner import SessionRunner, advance_session
 from agentdash.sessions import cancel_session, start_session
-from agentdash.states import CallState, IllegalTransition, SessionStatus, enter, transition
+from agentdash.states import (
+    CallState,
+    IllegalTransition,
+    SessionStatus,
+    enter,
+    insert,
+    transition,
+)
 from agentdash.worker import StepWorker, claim_next_task
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -382,8 +390,8 @@ def test_steps_in_one_process_send_the_model_the_whole_conversation(operator):
     sent: list[list[dict[str, Any]]] = []
     messages = runner._Conversations.messages
 
-    def recording(self: Any, session: AgentSession, last_index: int) -> list[dict[str, Any]]:
-        sent.append(messages(self, session, last_index))
+    def recording(self: Any, session: AgentSession, in_hand: list[Message]) -> list[dict[str, Any]]:
+        sent.append(messages(self, session, in_hand))
         return sent[-1]
 
     runner._Conversations.messages = recording  # type: ignore[method-assign]
@@ -418,9 +426,56 @@ def test_a_cached_conversation_that_does_not_match_the_rows_is_read_again():
     # Longer than the session's conversation: only a changed database could do this.
     conversations.entries[key] = [{"role": "user", "content": "stale"}] * 3
 
-    assert conversations.messages(session, 0) == [
+    goal = Message.objects.get(session=session, index=0)
+
+    assert conversations.messages(session, [goal]) == [
         {"role": "user", "content": [{"type": "text", "text": "Test the runner"}]}
     ]
+
+
+def test_the_messages_a_step_has_in_hand_are_not_read_back_unless_more_are_missing():
+    session = start([text("hi")])
+    goal = Message.objects.get(session=session, index=0)
+    reply = Message.objects.create(
+        session=session, index=1, role=Message.Role.ASSISTANT, content=[text("hi")]
+    )
+    conversations = runner._Conversations(4)
+    with CaptureQueriesContext(connection) as cold:  # nothing cached: reads what is missing
+        conversation = conversations.messages(session, [reply])
+    results = Message.objects.create(
+        session=session, index=2, role=Message.Role.USER, content=[text("more")]
+    )
+    stored = [{"role": m.role, "content": m.content} for m in (goal, reply, results)]
+
+    assert conversation == stored[:2]
+    with CaptureQueriesContext(connection) as warm:  # exactly the missing ones in hand
+        assert conversations.messages(session, [reply, results]) == stored
+    del conversations.entries[(session.pk, session.created_at)]
+    with CaptureQueriesContext(connection) as gap:  # in hand, but not all that is missing
+        assert conversations.messages(session, [reply, results]) == stored
+
+    assert (len(cold), len(warm), len(gap)) == (1, 0, 1)
+
+
+def test_insert_stores_a_row_exactly_as_the_orm_would():
+    session = start([text("hi")])
+    content = [{"type": "text", "text": "é ✓", "nested": {"n": 1, "f": 0.5, "none": None}}]
+    fast = Message(session=session, index=1, role=Message.Role.ASSISTANT, content=content)
+    insert(fast)
+    orm = Message.objects.create(
+        session=session, index=2, role=Message.Role.ASSISTANT, content=content
+    )
+
+    assert fast.pk is not None
+    assert not fast._state.adding
+    assert fast.created_at is not None  # auto_now_add applied, as save() applies it
+    columns = [field.attname for field in Message._meta.concrete_fields]
+    read = {row["id"]: row for row in Message.objects.filter(index__gt=0).values(*columns)}
+    for stored in (fast, orm):
+        assert read[stored.pk] == {name: getattr(stored, name) for name in columns}
+    assert {k: v for k, v in read[fast.pk].items() if k not in {"id", "index", "created_at"}} == {
+        k: v for k, v in read[orm.pk].items() if k not in {"id", "index", "created_at"}
+    }
 
 
 def test_a_new_call_enters_its_first_state_audited_as_a_transition(run_queued_steps):

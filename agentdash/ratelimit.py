@@ -132,8 +132,8 @@ API_TOKEN_BY_ADDRESS = FailureLimit("api-token-address", "AGENTDASH_API_TOKEN_RA
 
 def client_address(request: HttpRequest) -> str:
     """The address the request came from, as the server saw it. Forwarded-for headers
-    are not read: anyone can send them. Behind a reverse proxy, run Daphne with its
-    --proxy-headers so that REMOTE_ADDR is the client's."""
+    are not read here: anyone can send them. Behind a reverse proxy, set
+    AGENTDASH_PROXY_HEADERS=1 and `serve` has Daphne put the client's in REMOTE_ADDR."""
     return request.META.get("REMOTE_ADDR") or "unknown"
 
 

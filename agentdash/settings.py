@@ -215,6 +215,10 @@ AGENTDASH_WORKER_POLL_SECONDS = float(os.environ.get("AGENTDASH_WORKER_POLL_SECO
 AGENTDASH_SWEEP_SECONDS = float(os.environ.get("AGENTDASH_SWEEP_SECONDS", 10))
 # Run the worker inside the web server process (the embedded default).
 AGENTDASH_INPROCESS_WORKER = _env_bool("AGENTDASH_INPROCESS_WORKER", True)
+# Behind a reverse proxy: take the client's address (rate limits, logs) from the proxy's
+# X-Forwarded-For/-Port/-Proto headers, which `serve` then has Daphne read. Off by default:
+# without a proxy that sets them, any client could claim any address.
+AGENTDASH_PROXY_HEADERS = _env_bool("AGENTDASH_PROXY_HEADERS", False)
 # How often a running tool checks whether its session was cancelled.
 AGENTDASH_CANCEL_POLL_SECONDS = 0.2
 # Runs of an idempotent call that was interrupted by a dying worker, in all.

@@ -3,9 +3,14 @@ address, then 429 with a retry time, an audit event and a log line."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import pytest
+from django.conf import global_settings
 from django.core.cache import cache
 from django.test import Client
 
@@ -201,3 +206,48 @@ def test_on_redis_every_process_counts_the_same_failures(operator, settings):
         LOGIN_BY_ADDRESS.reset(ATTACKER)
         for n in range(3):
             LOGIN_BY_USERNAME.reset(f"user{n}\0{ATTACKER}")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_behind_a_proxy_each_client_is_counted_by_its_own_address(operator, settings, tmp_path):
+    """Behind a reverse proxy every connection comes from the proxy: without its headers
+    one guesser would lock out everyone. With AGENTDASH_PROXY_HEADERS=1, `serve` reads
+    the client's address from X-Forwarded-For."""
+    # The server checks passwords with the product's hashers, not this module's fast one.
+    settings.PASSWORD_HASHERS = global_settings.PASSWORD_HASHERS
+    operator.set_password("pw-olivia-123")
+    operator.save()
+    from tests.e2e.server import serving
+    from tests.subprocesses import database_url
+
+    def log_in_through(server, password: str, client_address: str) -> int:
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(jar), _NoRedirects()
+        )  # a 302 is the answer looked for, not a page to go to
+        headers = {"X-Forwarded-For": client_address}
+        opener.open(urllib.request.Request(f"{server.url}/login/", headers=headers), timeout=10)
+        token = next(cookie.value for cookie in jar if cookie.name == "csrftoken")
+        form = {"username": "olivia", "password": password, "csrfmiddlewaretoken": token}
+        request = urllib.request.Request(
+            f"{server.url}/login/",
+            data=urllib.parse.urlencode(form).encode(),
+            headers=headers | {"Referer": f"{server.url}/login/"},
+        )
+        try:
+            return opener.open(request, timeout=10).status
+        except urllib.error.HTTPError as answer:
+            return answer.code
+
+    environment = {"AGENTDASH_PROXY_HEADERS": "1"}
+    with serving(var_dir=tmp_path, database_url=database_url(), environment=environment) as server:
+        statuses = [log_in_through(server, "guess", ATTACKER) for _ in range(5)]
+        assert statuses[-1] == 429
+        assert log_in_through(server, "pw-olivia-123", ATTACKER) == 429
+        assert log_in_through(server, "pw-olivia-123", BYSTANDER) == 302
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None

@@ -49,6 +49,7 @@ class Command(BaseCommand):
             # Live pages send nothing: refuse big messages before buffering them.
             websocket_max_message_size=settings.AGENTDASH_WEBSOCKET_MAX_MESSAGE_BYTES,
             websocket_max_frame_size=settings.AGENTDASH_WEBSOCKET_MAX_MESSAGE_BYTES,
+            **_proxy_headers(),
         ).run()
 
     def _ensure_admin(self) -> None:
@@ -64,3 +65,14 @@ class Command(BaseCommand):
             "This password is shown only now (only its hash is stored); change it after "
             "logging in (/admin/password_change/)."
         )
+
+
+def _proxy_headers() -> dict[str, str]:
+    """Daphne's options for reading the client's address from a reverse proxy's headers."""
+    if not settings.AGENTDASH_PROXY_HEADERS:
+        return {}
+    return {
+        "proxy_forwarded_address_header": "X-Forwarded-For",
+        "proxy_forwarded_port_header": "X-Forwarded-Port",
+        "proxy_forwarded_proto_header": "X-Forwarded-Proto",
+    }

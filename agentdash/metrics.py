@@ -140,13 +140,14 @@ class SettledRollup:
     counted on each call.
 
     Rows "settle" when they can no longer change: not `unsettled` (None: rows never
-    change once written), and every row with a lower id is settled too and has had
-    COMMIT_MARGIN_SECONDS to commit. The settled rows are a prefix of the ids, so they
-    are folded into running totals by id range as the prefix grows; what lies beyond it
-    (rows in progress, and the newest) is aggregated again on every call, through the
-    indexes on the state and the id. The totals live in this process: its first
-    scrape reads the table once, later ones only what is new or still moving. Every
-    table given must have a created_at stamped on insert.
+    change once written), and every row with a lower id has had COMMIT_MARGIN_SECONDS
+    to commit. Committed rows are a prefix of the ids, folded into running totals by id
+    range as the prefix grows; the rows in it that were still moving are pinned and
+    folded once they settle. What lies beyond the prefix (the newest rows) and the
+    pinned rows are aggregated again on every call, through the indexes on the id. The
+    totals live in this process: its first scrape reads the table once, later ones only
+    what is new or still moving. Every table given must have a created_at stamped on
+    insert.
     """
 
     def __init__(
@@ -164,7 +165,15 @@ class SettledRollup:
     def reset(self) -> None:
         """Forget the running totals (the next call reads the settled rows again)."""
         self.settled_up_to = 0
+        # Rows at or below settled_up_to that were still moving when it passed them:
+        # counted live until they settle. A row that never does (a call left interrupted
+        # by a cancel) must not hold every later row back from settling.
+        self.pinned: set[int] = set()
         self._settled: dict[str, Totals] = {name: {} for name in self.aggregations}
+
+    def _fold(self, rows: QuerySet[Any]) -> None:
+        for name, aggregate in self.aggregations.items():
+            _add(self._settled[name], aggregate(rows))
 
     def _committed_up_to(self, rows: QuerySet[Any]) -> int:
         """The newest id of a row inserted COMMIT_MARGIN_SECONDS ago or earlier: every row
@@ -182,18 +191,24 @@ class SettledRollup:
             if newest < self.settled_up_to:  # the table was emptied or replaced
                 self.reset()
             limit = self._committed_up_to(rows)
-            if self.unsettled is not None and limit > self.settled_up_to:
-                moving = rows.filter(self.unsettled).aggregate(first=Min("pk"))["first"]
-                if moving is not None:
-                    limit = min(limit, moving - 1)
             if limit > self.settled_up_to:
                 newly_settled = rows.filter(pk__gt=self.settled_up_to, pk__lte=limit)
-                for name, aggregate in self.aggregations.items():
-                    _add(self._settled[name], aggregate(newly_settled))
+                if self.unsettled is not None:
+                    moving = newly_settled.filter(self.unsettled).values_list("pk", flat=True)
+                    self.pinned |= set(moving)
+                    newly_settled = newly_settled.exclude(pk__in=self.pinned)
+                self._fold(newly_settled)
                 self.settled_up_to = limit
+            if self.pinned:
+                still_moving = set(
+                    rows.filter(self.unsettled, pk__in=self.pinned).values_list("pk", flat=True)
+                )
+                if settled_since := self.pinned - still_moving:
+                    self._fold(rows.filter(pk__in=settled_since))
+                    self.pinned = still_moving
             # Bounded on both sides: SQLite then walks the id range, where an open range
             # made it scan a whole index that matched the GROUP BY instead.
-            live = rows.filter(pk__gt=self.settled_up_to, pk__lte=newest)
+            live = rows.filter(Q(pk__gt=self.settled_up_to, pk__lte=newest) | Q(pk__in=self.pinned))
             return {
                 name: _add({key: list(v) for key, v in self._settled[name].items()}, agg(live))
                 for name, agg in self.aggregations.items()

@@ -178,9 +178,9 @@ def test_settled_rows_are_counted_once_and_moving_ones_on_every_scrape(
 
     assert first[state[0], ((state[1], "succeeded"), ("tool", "write_file"))] == 1
     assert first[state[0], ((state[1], "pending_approval"), ("tool", "write_file"))] == 1
-    # The finished call (and everything before the waiting one) is in the running total;
-    # the waiting call is still counted live.
-    assert metrics.CALLS.settled_up_to == waiting.pk - 1
+    # The finished call is in the running total; the waiting call is pinned, counted live.
+    assert metrics.CALLS.settled_up_to == waiting.pk
+    assert metrics.CALLS.pinned == {waiting.pk}
     # Proof that a settled row is not read again: a change to it (which the application
     # never makes) does not show.
     ToolCall.objects.filter(pk=done.pk).update(tool_name="read_file")
@@ -193,7 +193,30 @@ def test_settled_rows_are_counted_once_and_moving_ones_on_every_scrape(
     assert second[state[0], ((state[1], "rejected"), ("tool", "write_file"))] == 1
     assert (state[0], ((state[1], "pending_approval"), ("tool", "write_file"))) not in second
     assert metrics.CALLS.settled_up_to == ToolCall.objects.latest("pk").pk
+    assert metrics.CALLS.pinned == set()
     assert second["agentdash_sessions", (("status", "completed"),)] == 2
+
+
+@pytest.mark.usefixtures("no_commit_margin")
+def test_a_call_that_never_settles_does_not_hold_later_ones_back(
+    client, scraper, operator, run_queued_steps
+):
+    """A cancel while a tool runs leaves its call interrupted for good: the calls after it
+    must still settle, or every scrape would read them all again."""
+    stuck = write_call(operator, run_queued_steps, "stuck")
+    ToolCall.objects.filter(pk=stuck.pk).update(state=CallState.INTERRUPTED)
+    for number in range(3):
+        call = write_call(operator, run_queued_steps, f"later {number}")
+        decide(call.pk, user=operator, approve=True)
+    run_queued_steps()
+
+    scrape(client, **scraper)
+    samples = scrape(client, **scraper)
+
+    assert metrics.CALLS.settled_up_to == ToolCall.objects.latest("pk").pk
+    assert metrics.CALLS.pinned == {stuck.pk}
+    assert samples["agentdash_tool_calls", (("state", "succeeded"), ("tool", "write_file"))] == 3
+    assert samples["agentdash_tool_calls", (("state", "interrupted"), ("tool", "write_file"))] == 1
 
 
 def test_rows_are_not_folded_before_every_lower_id_has_had_time_to_commit(

@@ -47,7 +47,7 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import F, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.tasks import task
 from django.utils import timezone
 
@@ -71,6 +71,7 @@ from agentdash.states import (
     enter,
     insert,
     transition,
+    update_if,
 )
 from tools import ExecutionResult as ToolResult
 from tools import ExecutionStatus, Tool, ToolExecutor, ToolValidationError
@@ -508,18 +509,26 @@ class SessionRunner:
         # Cached input is input all the same: it counts against the token limit (and
         # cost_of prices it at the cache rates).
         input_tokens = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+        # The counters as read at this step's start plus this reply, written only if the
+        # step count is still the one read (every reply moves it, and only under the
+        # lease): plain values where adding in SQL took the ORM to compile, and a lapsed
+        # lease cannot count a reply twice.
+        totals = {
+            "steps": session.steps + 1,
+            "input_tokens": session.input_tokens + input_tokens,
+            "output_tokens": session.output_tokens + usage.output_tokens,
+            "cost": session.cost + cost,
+        }
         with transaction.atomic():
-            changed = AgentSession.objects.filter(
-                pk=session.pk, status=SessionStatus.RUNNING
-            ).update(
-                steps=F("steps") + 1,
-                input_tokens=F("input_tokens") + input_tokens,
-                output_tokens=F("output_tokens") + reply.usage.output_tokens,
-                cost=F("cost") + cost,
-                updated_at=timezone.now(),
+            changed = update_if(
+                session,
+                {"status": SessionStatus.RUNNING, "steps": session.steps},
+                {**totals, "updated_at": timezone.now()},
             )
             if changed != 1:
                 raise StaleState(f"session {session.pk} is no longer running", current="")
+            for name, value in totals.items():
+                setattr(session, name, value)
             content = [_shrink_block(block) for block in reply.content]
             message = Message(
                 session=session,

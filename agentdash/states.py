@@ -152,7 +152,7 @@ def transition(
     # No savepoint: nothing in here can fail half-way without failing the caller too, and
     # a stale row is reported after the block, once it is known that nothing was written.
     with transaction.atomic(savepoint=False):
-        changed = _update_if_still(obj, field, old, updates)
+        changed = update_if(obj, {field: old}, updates)
         if changed == 1:
             _announce(obj, kind, old, new, actor=actor, payload=payload, call_id=call_id)
     if changed != 1:
@@ -248,30 +248,34 @@ def _insert_sql(model: type[models.Model]) -> str:
     return f'INSERT INTO "{table}" ({columns}) VALUES ({placeholders}) RETURNING "{pk}"'  # noqa: S608
 
 
-def _update_if_still(obj: models.Model, field: str, old: str, updates: dict[str, Any]) -> int:
-    """UPDATE obj's row with `updates` if its `field` is still `old`; the rows changed.
+def update_if(obj: models.Model, expected: Mapping[str, Any], updates: Mapping[str, Any]) -> int:
+    """UPDATE obj's row with `updates` if its columns still hold the `expected` values;
+    the rows changed (0 or 1).
 
     Plain SQL, as audit.record() writes its rows: every state change runs this, and on
     SQLite building the ORM's UPDATE costs several times running it. Values are
     prepared by their fields exactly as the ORM prepares them; anything the ORM would
     have to compile (an expression) or resolve (a relation) goes through the ORM."""
     model = type(obj)
-    fields = [model._meta.get_field(name) for name in updates]
-    if any(field_.is_relation for field_ in fields) or any(
-        hasattr(value, "resolve_expression") for value in updates.values()
+    set_fields = [model._meta.get_field(name) for name in updates]
+    where_fields = [model._meta.get_field(name) for name in expected]
+    values = [*updates.values(), *expected.values()]
+    if any(field.is_relation for field in (*set_fields, *where_fields)) or any(
+        hasattr(value, "resolve_expression") for value in values
     ):
-        return model.objects.filter(pk=obj.pk, **{field: old}).update(**updates)
+        return model.objects.filter(pk=obj.pk, **expected).update(**updates)
     connection = transaction.get_connection()
-    assignments = ", ".join(f'"{field_.column}" = %s' for field_ in fields)
+    assignments = ", ".join(f'"{field.column}" = %s' for field in set_fields)
+    conditions = "".join(f' AND "{field.column}" = %s' for field in where_fields)
     # S608: only the model's own table and column names are formatted in.
     table, pk = model._meta.db_table, model._meta.pk.column
-    sql = f'UPDATE "{table}" SET {assignments} WHERE "{pk}" = %s AND "{field}" = %s'  # noqa: S608
+    sql = f'UPDATE "{table}" SET {assignments} WHERE "{pk}" = %s{conditions}'  # noqa: S608
     params = [
-        field_.get_db_prep_save(value, connection)
-        for field_, value in zip(fields, updates.values(), strict=True)
+        field.get_db_prep_save(value, connection)
+        for field, value in zip([*set_fields, *where_fields], values, strict=True)
     ]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, obj.pk, old])
+        cursor.execute(sql, [*params[: len(set_fields)], obj.pk, *params[len(set_fields) :]])
         return cursor.rowcount
 
 

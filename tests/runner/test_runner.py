@@ -26,6 +26,7 @@ from agentdash.states import (
     enter,
     insert,
     transition,
+    update_if,
 )
 from agentdash.worker import StepWorker, claim_next_task
 
@@ -476,6 +477,22 @@ def test_insert_stores_a_row_exactly_as_the_orm_would():
     assert {k: v for k, v in read[fast.pk].items() if k not in {"id", "index", "created_at"}} == {
         k: v for k, v in read[orm.pk].items() if k not in {"id", "index", "created_at"}
     }
+
+
+def test_update_if_writes_only_while_the_expected_values_hold():
+    session = start([text("hi")])
+
+    assert update_if(session, {"steps": 5}, {"steps": 6}) == 0
+    assert (
+        update_if(
+            session,
+            {"status": session.status, "steps": 0},
+            {"steps": 1, "cost": Decimal("0.250001")},
+        )
+        == 1
+    )
+    session.refresh_from_db()
+    assert (session.steps, session.cost) == (1, Decimal("0.250001"))
 
 
 def test_a_new_call_enters_its_first_state_audited_as_a_transition(run_queued_steps):

@@ -75,21 +75,19 @@ class ModelRequest:
 
 
 # JSON can carry lone surrogates ("\ud800"), which no UTF-8 encoder, database or
-# channel layer accepts: a model (or a server) sending one must not break the session.
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# channel layer accepts, and NUL ("\u0000"), which PostgreSQL's jsonb and text refuse: a
+# model (or a server) sending one must not break the session.
+_UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
 
 
-def without_lone_surrogates(value: Any) -> Any:
-    """`value` (JSON-shaped) with each lone surrogate replaced by U+FFFD."""
+def storable(value: Any) -> Any:
+    """`value` (JSON-shaped) with each lone surrogate and NUL replaced by U+FFFD."""
     if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value)
+        return _UNSTORABLE.sub("\ufffd", value)
     if isinstance(value, list):
-        return [without_lone_surrogates(item) for item in value]
+        return [storable(item) for item in value]
     if isinstance(value, dict):
-        return {
-            without_lone_surrogates(key): without_lone_surrogates(item)
-            for key, item in value.items()
-        }
+        return {storable(key): storable(item) for key, item in value.items()}
     return value
 
 
@@ -102,8 +100,8 @@ class ModelReply:
 
     def __post_init__(self) -> None:
         # Every provider's reply passes here on its way to the database and the pages.
-        object.__setattr__(self, "content", without_lone_surrogates(self.content))
-        object.__setattr__(self, "model", without_lone_surrogates(self.model))
+        object.__setattr__(self, "content", storable(self.content))
+        object.__setattr__(self, "model", storable(self.model))
 
     @property
     def text(self) -> str:
@@ -139,7 +137,7 @@ def guarded(on_text: TextCallback | None) -> TextCallback:
         if broken or not delta:
             return
         try:
-            callback(without_lone_surrogates(delta))
+            callback(storable(delta))
         except Exception:
             broken = True
             logger.exception("The on_text callback failed: the rest of this reply skips it")

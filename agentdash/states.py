@@ -186,6 +186,8 @@ def enter(
             "enter() stores a new, unsaved ToolCall; move a stored one with transition()"
         )
     old = call.state
+    if old != CallState.PROPOSED or "state" in fields:
+        raise TypeError("enter() starts from proposed and sets the state itself, to `new`")
     if new not in CALL_TRANSITIONS[old]:
         raise IllegalTransition(f"a new tool call cannot go from {old} to {new}")
     now = timezone.now()

@@ -501,6 +501,8 @@ def test_a_new_call_enters_its_first_state_audited_as_a_transition(run_queued_st
     call = ToolCall(session=session, message=message, position=0, call_id="c1", tool_name="x")
     with pytest.raises(IllegalTransition):
         enter(call, CallState.RUNNING, actor="runner")  # proposed cannot go there
+    with pytest.raises(TypeError):  # the checked state, not one slipped in with the fields
+        enter(call, CallState.ERRORED, actor="runner", state=CallState.SUCCEEDED)
     assert not ToolCall.objects.exists()
 
     with transaction.atomic():

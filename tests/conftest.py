@@ -23,6 +23,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip("needs PostgreSQL: DATABASE_URL=postgres://... pytest -m postgres")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    # Before any fixture's teardown: the live publisher renders on its own thread, and its
+    # reads must be done before a transactional test's database is flushed (on PostgreSQL
+    # its joins and the flush's TRUNCATE of many tables could deadlock).
+    from agentdash.live import publisher
+
+    publisher.flush(timeout=60)
+
+
 @pytest.fixture(autouse=True)
 def _no_provider_environment(monkeypatch) -> None:
     """A developer's real API keys must never reach a test, nor change what it sees."""

@@ -35,9 +35,6 @@ from agentdash.web import display
 # Pushes are (group, html) pairs, sent in order.
 Push = tuple[str, str]
 
-# The states a call enters when it leaves the approval queue.
-_LEAVES_QUEUE = frozenset({CallState.APPROVED, CallState.REJECTED, CallState.EXPIRED})
-
 
 def change(
     session_id: int, *, call_ids: Collection[int] = (), message_ids: Collection[int] = ()
@@ -52,13 +49,15 @@ def change(
     cards: dict[int, display.CallCard | None] = {}
     for call_id in call_ids:
         # order_by(): without it the model's ordering joins the message table.
-        state, step = (
+        state, step, waited = (
             ToolCall.objects.filter(pk=call_id)
             .order_by()
-            .values_list("state", "message_id")
+            .values_list("state", "message_id", "proposed_at")
             .first()
-        ) or (None, None)
-        if state in _LEAVES_QUEUE:
+        ) or (None, None, None)
+        if state != CallState.PENDING_APPROVAL and waited is not None:
+            # It left the queue. Not only "approved": by the time changes coalesced here
+            # are read, the worker may already be running the call, or be done with it.
             removal = queue_removal(call_id)
             yield [(queue, removal) for queue, _ in _audiences(groups.APPROVALS)]
             yield _batch_change(step)

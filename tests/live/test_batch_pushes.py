@@ -7,7 +7,7 @@ import pytest
 from agentdash.approvals import decide
 from agentdash.live import fragments, groups
 from agentdash.models import ToolCall
-from tests.governance.helpers import paused_on, tool_use
+from tests.governance.helpers import calls_of, paused_on, start, text, tool_use
 from tests.web.html import parse
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -94,3 +94,27 @@ def test_a_step_of_one_call_pushes_no_batch(run_queued_steps, operator):
     decided = queue_pushes(call)
 
     assert not [html for _, html in waiting + decided if "queue-batch-" in html]
+
+
+def test_a_card_read_after_its_call_already_ran_is_still_deleted(step, operator, run_queued_steps):
+    # Changes are coalesced and read late: the worker may have run the approved calls
+    # before the publisher gets to them (a card then stayed on every queue page).
+    for call in step:
+        decide(call.pk, user=operator, approve=True)
+    run_queued_steps()
+    assert {call.state for call in ToolCall.objects.filter(session_id=step[0].session_id)} == {
+        "succeeded"
+    }
+
+    for call in step:
+        pushes = [html.strip() for group, html in queue_pushes(call) if group == DECIDERS]
+        assert f'<div id="queue-card-{call.pk}" hx-swap-oob="delete"></div>' in pushes
+
+
+def test_a_call_the_policy_allowed_never_touches_the_queue(run_queued_steps):
+    session = start([tool_use("list_dir", "l1", path=".")], [text("Done.")])
+    run_queued_steps()
+    (call,) = calls_of(session)
+    assert call.state == "succeeded"
+
+    assert queue_pushes(call) == []

@@ -7,8 +7,11 @@ process exactly as `make run` runs it:
 - throughput: auto-approved list_dir calls per second, from a session's start to its
   completion (10 calls per model turn);
 - pause: from the model's reply in hand to the session waiting with its lease
-  released (the reply, its call, the policy's decision and their audit rows stored,
-  the step's task finished);
+  released and its step's task row marked finished (the reply, its call, the policy's
+  decision and their audit rows stored): only then does it hold no process. The
+  operator decides 20 ms later, with the worker asleep as a human would find it
+  (deciding the very moment the worker wrote its last rows measured SQLite's write
+  lock and the interpreter's switch interval, not the resume);
 - resume: from an operator's decide() to the next model call (the decision and its
   audit rows, the task queued, the worker woken, the claim, the tool run, its result
   and the message carrying it back). Resume, model time and pause together are one
@@ -38,6 +41,7 @@ BENCH_DB = "agentdash_bench"
 TURNS = 100
 CALLS_PER_TURN = 10
 PAUSE_CYCLES = 200
+OPERATOR_THINKS_SECONDS = 0.02
 
 
 def run() -> list[Figure]:
@@ -153,16 +157,21 @@ def _probe() -> dict[str, Any]:
             for n in range(PAUSE_CYCLES + 1)
         ]
         clock.step_done.clear()
+        clock.task_done.clear()
         session = start_session(goal="pause and resume", script=chain, max_steps=PAUSE_CYCLES + 5)
         pause_ms, resume_ms, start_ms = [], [], []
         for n in range(PAUSE_CYCLES + 1):
             _wait(clock.step_done)
+            _wait(clock.task_done)
             call = ToolCall.objects.get(session=session, call_id=f"w{n}")
             assert call.state == CallState.PENDING_APPROVAL, call.state
-            pause_ms.append((clock.step_returned - clock.model_returned) * 1000)
+            pause_ms.append((clock.task_finished - clock.model_returned) * 1000)
             if n == PAUSE_CYCLES:
                 break
             clock.model_call.clear()
+            # The operator's moment of thought: the worker, done with the step, goes back
+            # to sleep (a decision racing its last writes measured SQLite's lock wait).
+            time.sleep(OPERATOR_THINKS_SECONDS)
             decided_at = time.time()
             began = time.perf_counter()
             decide(call.pk, user=operator, approve=True)
@@ -186,14 +195,26 @@ def _probe() -> dict[str, Any]:
 
 
 class _Clock:
-    """When the runner last called the model, got its reply, and finished a step; the
-    benchmark waits on these events rather than polling the database, which would
-    compete with the worker for the interpreter."""
+    """When the runner last called the model, got its reply, and finished a step, and
+    when the worker last marked a step's task row finished; the benchmark waits on these
+    events rather than polling the database, which would compete with the worker for the
+    interpreter."""
 
     def __init__(self, runner_module: Any) -> None:
+        from django.tasks.signals import task_finished
+
         self.model_called = self.model_returned = self.step_returned = 0.0
+        self.task_finished = 0.0
         self.model_call = threading.Event()
         self.step_done = threading.Event()
+        self.task_done = threading.Event()
+
+        def timed_task_finished(**kwargs: Any) -> None:
+            self.task_finished = time.perf_counter()
+            self.task_done.set()
+
+        self._receiver = timed_task_finished  # signals hold weak references
+        task_finished.connect(timed_task_finished)
         get_provider = runner_module.get_provider
         advance = runner_module.SessionRunner.advance
 

@@ -19,6 +19,7 @@ The Origin header is checked by AllowedHostsOriginValidator (routing.py).
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -66,7 +67,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.has_audiences:
             group = groups.for_audience(group, can_decide=can_decide)
         self.groups.append(group)  # the base class leaves it on disconnect
-        await self.channel_layer.group_add(group, self.channel_name)
+        join = partial(self.channel_layer.group_add, group, self.channel_name)
+        await publisher.with_one_retry(join, f"joining {group}")
         await self.accept()
         html = await database_sync_to_async(self.snapshot)(can_decide=can_decide)
         if html is None:

@@ -33,7 +33,9 @@ import asyncio
 import atexit
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import close_old_connections, connection, transaction
@@ -224,17 +226,24 @@ async def _group_send_all(pushes: list[tuple[str, str]]) -> None:
     for group, html in pushes:
         message = {"type": MESSAGE_TYPE, "html": html}
         try:
-            await layer.group_send(group, message)
+            await with_one_retry(partial(layer.group_send, group, message), f"pushing to {group}")
         except Exception as error:
-            # After Redis restarts, each pooled connection fails once ("Connection closed
-            # by server") before the pool replaces it: send again on the new one rather
-            # than lose the push. Failing twice means Redis is still away: the pages
-            # catch up when their sockets reconnect; the other groups may still be reached.
-            logger.info("pushing to %s failed (%s); trying once more", group, error)
-            try:
-                await layer.group_send(group, message)
-            except Exception as again:
-                logger.warning("could not push to %s: %s", group, again)
+            # Redis is still away: the pages catch up when their sockets reconnect; the
+            # other groups may still be reached.
+            logger.warning("could not push to %s: %s", group, error)
+
+
+async def with_one_retry(operation: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run a channel-layer operation and, if it fails, once more.
+
+    After Redis restarts, each pooled connection fails once ("Connection closed by
+    server") before the pool replaces it: the second try goes out on a new one rather
+    than lose a push or refuse a page. A second failure is raised: Redis is still away."""
+    try:
+        await operation()
+    except Exception as error:
+        logger.info("%s failed (%s); trying once more", what, error)
+        await operation()
 
 
 def _finished(task: asyncio.Task[None]) -> None:

@@ -13,7 +13,9 @@ from the browser, the command line or any future API. A decision must pass, in o
   superusers pass as they pass every permission check; not being the session's owner
   when four eyes apply (AGENTDASH_FOUR_EYES, or the deciding rule's flag), which binds
   superusers too, since four eyes are about two people, not about privilege; and not
-  having approved this call already in this round.
+  having approved this call already in this round;
+- edited arguments must pass the tool's schema and must not be what the policy denies
+  (InvalidEdit): an edit cannot carry a call past a deny rule, such as a path rule.
 Rejecting needs only the permission: stopping a call is always safe.
 
 A call that needs two approvals stays pending after the first, which is recorded and
@@ -135,7 +137,8 @@ def decide(
     decision's `tool_call.state` is still pending_approval when more approvals are due.
 
     Raises PermissionDenied, ToolCall.DoesNotExist, AlreadyDecided, ArgumentsChanged
-    or InvalidEdit (the edit failed the tool's schema); in every case nothing is written.
+    or InvalidEdit (the edit failed the tool's schema, or the policy denies it); in every
+    case nothing is written.
     """
     _check_permission(user)
     actor = actor_for(user)
@@ -369,9 +372,20 @@ def _validated_edit(call: ToolCall, edited: dict[str, Any]) -> dict[str, Any]:
     if tool is None:
         raise InvalidEdit(ToolValidationError(f"The tool {call.tool_name!r} no longer exists."))
     try:
-        return tool.validate(edited)
+        arguments = tool.validate(edited)
     except ToolValidationError as error:
         raise InvalidEdit(error) from None
+    ruling = policy.decide_call(
+        tool, arguments, session_id=call.session_id, workspace=call.session.workspace
+    )
+    if ruling.action == "deny":
+        raise InvalidEdit(
+            ToolValidationError(
+                f"The policy denies these arguments ({ruling.reason}): change them, "
+                "or reject the call."
+            )
+        )
+    return arguments
 
 
 def _resume_if_nothing_pending(session: AgentSession, actor: str) -> None:

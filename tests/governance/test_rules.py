@@ -6,10 +6,20 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from agentdash import audit, policy, toolbox
+from agentdash.approvals import InvalidEdit, decide
 from agentdash.models import AuditEvent, ExecutionResult, Message, PolicyRule
 from agentdash.policy_forms import PolicyRuleForm
 from agentdash.states import CallState, SessionStatus
-from tests.governance.helpers import audit_kinds, calls_of, make_rule, reload, start, text, tool_use
+from tests.governance.helpers import (
+    audit_kinds,
+    calls_of,
+    make_rule,
+    paused_on,
+    reload,
+    start,
+    text,
+    tool_use,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -227,3 +237,24 @@ def test_the_audit_names_the_default_that_decided(run_queued_steps):
     assert audit_kinds(call)[0] == "toolcall.auto_approved"
     event = AuditEvent.objects.get(tool_call_id=call.pk, kind="toolcall.auto_approved")
     assert event.payload["rule"] == "default:read_only"
+
+
+def test_an_edit_cannot_carry_a_call_past_a_deny_rule(run_queued_steps, operator):
+    make_rule(tool="write_file", action="deny", conditions=[{"kind": "path", "glob": "secrets/**"}])
+    (call,) = paused_on(run_queued_steps, tool_use("write_file", "w1", path="a.md", content="x"))
+
+    with pytest.raises(InvalidEdit, match="The policy denies these arguments"):
+        decide(
+            call.pk,
+            user=operator,
+            approve=True,
+            edited_arguments={"path": "secrets/key.txt", "content": "x"},
+        )
+
+    call.refresh_from_db()
+    assert call.state == CallState.PENDING_APPROVAL
+    assert not call.decisions.exists()
+    decide(call.pk, user=operator, approve=True, edited_arguments={"path": "b.md", "content": "y"})
+    run_queued_steps()
+    assert (call.session.workspace / "b.md").read_text() == "y"
+    assert not (call.session.workspace / "secrets").exists()

@@ -7,10 +7,11 @@ nobody decided it in time, with a link to the approval queue.
 
 Nothing here can fail a transition: the event is queued only after the change has
 committed (and a failure to queue is logged, not raised), and each POST runs later as
-a task of its own. A delivery is tried up to AGENTDASH_WEBHOOK_MAX_ATTEMPTS times:
-again after a timeout, a connection error, 408, 429 or a 5xx, waiting
-AGENTDASH_WEBHOOK_BACKOFF_SECONDS, then twice that, and so on (or longer, when a
-Retry-After asks for it); any other answer is final. Every try is recorded on the
+a task of its own; the worker's sweep queues again a try whose task was lost with a
+worker that died (`sweep_deliveries`). A delivery is tried up to
+AGENTDASH_WEBHOOK_MAX_ATTEMPTS times: again after a timeout, a connection error, 408,
+429 or a 5xx, waiting AGENTDASH_WEBHOOK_BACKOFF_SECONDS, then twice that, and so on
+(or longer, when a Retry-After asks for it); any other answer is final. Every try is recorded on the
 WebhookDelivery row (attempts, last status code or error, next attempt, delivered at).
 
 What a receiver gets, and how it checks it
@@ -130,6 +131,39 @@ def send_again(delivery: WebhookDelivery) -> bool:
         if restarted:
             _enqueue(delivery)
     return bool(restarted)
+
+
+def sweep_deliveries() -> int:
+    """Queue a try of every pending delivery whose try is long overdue: its task was lost
+    with a worker that died mid-POST (django-tasks-db never runs a task twice), or never
+    ran. A duplicate is harmless: a try that is not due, or a delivery no longer
+    pending, is left alone by `deliver`. Returns how many. Called by the worker's sweep."""
+    now = timezone.now()
+    grace = timedelta(
+        seconds=max(
+            settings.AGENTDASH_SWEEP_SECONDS, 3 * settings.AGENTDASH_WEBHOOK_TIMEOUT_SECONDS
+        )
+    )
+    with transaction.atomic():
+        overdue = list(
+            WebhookDelivery.objects.select_for_update()
+            .filter(
+                status=WebhookDelivery.Status.PENDING,
+                next_attempt_at__lte=now - grace,
+                updated_at__lte=now - grace,  # nobody tried it meanwhile
+            )
+            .order_by("pk")[:SWEEP_BATCH]
+        )
+        if overdue:
+            # Touched, so that the next sweep gives the new task its grace too.
+            WebhookDelivery.objects.filter(pk__in=[d.pk for d in overdue]).update(updated_at=now)
+            _enqueue(*overdue)
+    if overdue:
+        logger.warning("re-queued %d overdue webhook deliveries", len(overdue))
+    return len(overdue)
+
+
+SWEEP_BATCH = 500  # a backlog is worked off over a few sweeps, not in one transaction
 
 
 def _enqueue(*deliveries: WebhookDelivery) -> None:
@@ -280,6 +314,8 @@ def deliver(delivery_id: int) -> str:
     )
     if delivery is None:
         return "not pending"
+    if delivery.next_attempt_at is not None and delivery.next_attempt_at > timezone.now():
+        return "not due"  # a duplicate task (see sweep_deliveries): the backoff stands
     outcome = _post(delivery, _body(delivery.payload))
     attempts = delivery.attempts + 1
     now = timezone.now()

@@ -17,7 +17,8 @@ LISTENs for it on a connection of its own. On SQLite, separate workers poll
 
 django-tasks-db neither retries nor notices a worker that died mid-task, so every
 worker also sweeps: it re-queues live sessions that nobody holds and nobody is
-running (their lease is free or has lapsed). A duplicate step is harmless: steps are
+running (their lease is free or has lapsed), and webhook deliveries whose try is long
+overdue (notifications.sweep_deliveries). A duplicate step is harmless: steps are
 idempotent and claim the session's lease first. The sweep is also the backstop of
 approval deadlines (each pause queues a step for its deadline; the step expires what
 nobody decided) and leaves alone sessions that a rate limit holds back until later.
@@ -82,6 +83,7 @@ def _listen_for_steps(stop: threading.Event) -> None:
 
 def sweep() -> int:
     """Re-queue every live session that no worker holds. Returns how many."""
+    from agentdash import notifications
     from agentdash.models import AgentSession
     from agentdash.runner import schedule
     from agentdash.states import CallState, SessionStatus
@@ -111,6 +113,7 @@ def sweep() -> int:
         for session_id in stale:
             schedule(session_id)
             count += 1
+    notifications.sweep_deliveries()
     # Finished task rows are bookkeeping only (the sessions hold the truth): keep a day.
     DBTaskResult.objects.finished().filter(finished_at__lt=now - timedelta(days=1)).delete()
     if count:

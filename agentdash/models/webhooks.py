@@ -76,6 +76,14 @@ class WebhookDelivery(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "webhook deliveries"
+        indexes = [
+            # The worker's sweep looks for overdue pending tries every few seconds.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status="pending"),
+                name="webhookdelivery_pending_idx",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.event} to {self.endpoint_id} ({self.status})"

@@ -10,9 +10,10 @@ import time
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from agentdash import notifications
+from agentdash import notifications, worker
 from agentdash.models import AgentSession, ToolCall, WebhookDelivery, WebhookEndpoint
 from agentdash.sessions import start_session
 from agentdash.states import CallState, SessionStatus, transition
@@ -271,3 +272,39 @@ def test_the_backoff_doubles_from_the_configured_wait(settings):
     settings.AGENTDASH_WEBHOOK_BACKOFF_SECONDS = 10
 
     assert [notifications.backoff(n).total_seconds() for n in (1, 2, 3, 4)] == [10, 20, 40, 80]
+
+
+def test_a_try_lost_with_its_worker_is_queued_again_by_the_sweep(receiver, endpoint, waiting_call):
+    call = waiting_call()
+    # As a worker that died mid-POST leaves it: pending, its task gone (or "running"
+    # for good), nobody to try it again.
+    delivery = WebhookDelivery.objects.get()
+    long_ago = timezone.now() - dt.timedelta(minutes=5)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        status=Status.PENDING, attempts=1, next_attempt_at=long_ago, updated_at=long_ago
+    )
+    DBTaskResult.objects.all().delete()
+    sent = len(receiver.received)
+
+    assert worker.sweep() == 0  # no session was re-queued; the delivery was
+    assert worker.sweep() == 0  # and only once: the second sweep gives its task time
+    worker.StepWorker().run_ready_steps()
+
+    assert len(receiver.received) == sent + 1
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == (Status.DELIVERED, 2)
+    assert call.pk == delivery.payload["tool_call"]["id"]
+
+
+def test_a_duplicate_task_does_not_cut_a_backoff_short(receiver, endpoint, waiting_call, settings):
+    settings.AGENTDASH_WEBHOOK_BACKOFF_SECONDS = 60
+    receiver.answer(Answer(500))
+    waiting_call()
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts) == (Status.PENDING, 1)
+
+    assert notifications.deliver.call(delivery.pk) == "not due"
+
+    assert len(receiver.received) == 1
+    delivery.refresh_from_db()
+    assert delivery.attempts == 1

@@ -197,6 +197,7 @@ class SessionRunner:
         if session.status == SessionStatus.QUEUED:
             transition(session, SessionStatus.RUNNING, actor=ACTOR)
         self.registry = toolbox.registry_for_session(session)
+        self.rules: policy.RuleSet | None = None  # read when first needed in this step
 
         turn, calls = _latest_turn(session)
         for call in calls:
@@ -301,11 +302,20 @@ class SessionRunner:
 
     def _start(self, session: AgentSession, call: ToolCall) -> RateLimit | None:
         """Move a decided (or re-run) call to running, unless a rate limit holds it back
-        (which is returned) or its arguments no longer hash to what was approved (it is
-        sent back to pending_approval, for a human to look again)."""
-        if call.state in CALL_DECIDED and arguments_hash(call.arguments) != call.decided_hash:
-            self._send_back(call)
-            return None
+        (which is returned), its arguments no longer hash to what was approved (it is
+        sent back to pending_approval, for a human to look again), or the policy, asked
+        once more, no longer allows it (see _policy_still_allows)."""
+        if call.state in CALL_DECIDED:
+            if (current := arguments_hash(call.arguments)) != call.decided_hash:
+                how = "approved" if call.state == CallState.APPROVED else "allowed by the policy"
+                self._send_back(
+                    call,
+                    f"Its arguments changed after they were {how}.",
+                    {"decided_hash": call.decided_hash, "arguments_hash": current},
+                )
+                return None
+            if not self._policy_still_allows(session, call):
+                return None
         per_session = session.calls_per_minute or settings.AGENTDASH_SESSION_CALLS_PER_MINUTE
         per_tool = settings.AGENTDASH_TOOL_CALLS_PER_MINUTE.get(call.tool_name)
         running = settings.AGENTDASH_MAX_RUNNING_TOOLS
@@ -337,24 +347,81 @@ class SessionRunner:
             schedule(session.pk, at=limit.until)
         return "rate_limited"
 
-    def _send_back(self, call: ToolCall) -> None:
-        """The arguments changed after they were decided: back to the approval queue, in
-        a new round, with a fresh deadline of the default length (the step then waits,
-        see _wait_for_approval)."""
-        current = arguments_hash(call.arguments)
+    def _policy_still_allows(self, session: AgentSession, call: ToolCall) -> bool:
+        """Put a decided call to the policy once more, right before it runs. Its arguments
+        are the ones decided (their hash says so), but what they name may not be: a link
+        made by an earlier call of the same reply can lead a path under a folder a rule
+        denies, and the rules may have changed meanwhile. A call the policy now denies
+        is rejected, even one a human approved (a deny rule is not theirs to waive, as
+        with edits); one it now asks about, that no human approved, goes to the queue.
+        False when the call must not run now."""
+        tool = self.registry.get(call.tool_name)
+        if tool is None:
+            return True  # the executor reports the unknown tool as the call's result
+        if self.rules is None:
+            self.rules = policy.rules_for(session.pk)
+        ruling = self.rules.decide(tool, call.arguments or {}, workspace=session.workspace)
+        if ruling.action == "deny":
+            with transaction.atomic():
+                transition(
+                    call,
+                    CallState.REJECTED,
+                    actor="policy",
+                    payload={"when": "before running", **ruling.audit_payload()},
+                    approval_reason=ruling.reason,
+                    policy_rule=ruling.rule,
+                )
+                self._store_result(
+                    call,
+                    status=ExecutionStatus.PERMISSION_DENIED,
+                    error=f"{ruling.reason}. It was not run.",
+                    first_attempt=True,
+                )
+            return False
+        if ruling.action == "ask" and call.state == CallState.AUTO_APPROVED:
+            self._send_back(
+                call,
+                f"Allowed when proposed, but now: {ruling.reason}.",
+                {"when": "before running", **ruling.audit_payload()},
+                ruling=ruling,
+            )
+            return False
+        return True
+
+    def _send_back(
+        self,
+        call: ToolCall,
+        reason: str,
+        payload: dict[str, Any],
+        *,
+        ruling: policy.PolicyDecision | None = None,
+    ) -> None:
+        """Back to the approval queue, in a new round, with a fresh deadline (the step
+        then waits, see _wait_for_approval): the arguments changed after they were
+        decided, or the policy (`ruling`) now asks about a call it had allowed."""
         now = timezone.now()
-        deadline = now + timedelta(seconds=settings.AGENTDASH_APPROVAL_TIMEOUT_SECONDS)
-        how = "approved" if call.state == CallState.APPROVED else "allowed by the policy"
+        waits = (ruling and ruling.expires_after) or timedelta(
+            seconds=settings.AGENTDASH_APPROVAL_TIMEOUT_SECONDS
+        )
+        approvers: dict[str, Any] = {}
+        if ruling is not None:
+            approvers = {
+                "policy_rule": ruling.rule,
+                "required_group": ruling.required_group,
+                "approvals_required": ruling.approvals_required,
+                "four_eyes": ruling.four_eyes,
+            }
         transition(
             call,
             CallState.PENDING_APPROVAL,
             actor=ACTOR,
-            payload={"decided_hash": call.decided_hash, "arguments_hash": current},
-            approval_reason=f"Its arguments changed after they were {how}.",
+            payload=payload,
+            approval_reason=reason,
             approval_round=call.approval_round + 1,
             decided_hash="",
             proposed_at=now,
-            expires_at=deadline,
+            expires_at=now + waits,
+            **approvers,
         )
 
     def _should_rerun(self, call: ToolCall) -> bool:

@@ -13,7 +13,7 @@ a `status` or `state` column.
     ToolCall:     proposed → pending_approval | auto_approved → approved | rejected |
                   expired → running → succeeded | errored | timed_out | interrupted
 
-Four edges extend DESIGN's picture, each for a reason:
+Five edges extend DESIGN's picture, each for a reason:
 - proposed → errored: a call the model got wrong (unknown tool, invalid or unparsable
   arguments, a duplicate id) never reaches a human or a tool; its error result goes
   straight back to the model.
@@ -22,6 +22,10 @@ Four edges extend DESIGN's picture, each for a reason:
 - approved | auto_approved → pending_approval: the call's arguments no longer hash to
   what was approved (or allowed) when the runner is about to run it, so a human must
   look again; the audit event carries both hashes.
+- approved | auto_approved → rejected (actor "policy"), or auto_approved →
+  pending_approval: the policy, asked once more right before the call runs, now denies
+  it (a link made meanwhile leads its path under a denied folder, or a rule changed)
+  or now asks a human about it (runner.SessionRunner._policy_still_allows).
 - interrupted → running: a call whose worker died is re-run, but only when its tool
   is marked idempotent (the runner checks that).
 """
@@ -75,8 +79,8 @@ CALL_DECIDED = frozenset({_C.AUTO_APPROVED, _C.APPROVED})
 CALL_TRANSITIONS: Mapping[str, frozenset[str]] = {
     _C.PROPOSED: frozenset({_C.PENDING_APPROVAL, _C.AUTO_APPROVED, _C.REJECTED, _C.ERRORED}),
     _C.PENDING_APPROVAL: frozenset({_C.APPROVED, _C.REJECTED, _C.EXPIRED}),
-    _C.AUTO_APPROVED: frozenset({_C.RUNNING, _C.PENDING_APPROVAL}),
-    _C.APPROVED: frozenset({_C.RUNNING, _C.PENDING_APPROVAL}),
+    _C.AUTO_APPROVED: frozenset({_C.RUNNING, _C.PENDING_APPROVAL, _C.REJECTED}),
+    _C.APPROVED: frozenset({_C.RUNNING, _C.PENDING_APPROVAL, _C.REJECTED}),
     _C.RUNNING: frozenset({_C.SUCCEEDED, _C.ERRORED, _C.TIMED_OUT, _C.INTERRUPTED}),
     _C.INTERRUPTED: frozenset({_C.RUNNING}),
     **{final: frozenset() for final in CALL_FINAL},

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from agentdash import policy, toolbox
-from agentdash.models import ExecutionResult, PolicyRule
+from agentdash.approvals import decide as decide_call
+from agentdash.models import AuditEvent, ExecutionResult, PolicyRule
 from agentdash.policy import preview_rule
-from agentdash.states import CallState
-from tests.governance.helpers import calls_of, make_rule, start, text, tool_use
+from agentdash.states import CallState, SessionStatus
+from tests.governance.helpers import calls_of, make_rule, reload, start, text, tool_use
 
 
 @pytest.fixture
@@ -147,3 +148,58 @@ def test_the_preview_sees_through_the_same_links(run_queued_steps):
         ("notes/y.txt", "ask", "ask"),
         ("docs/x.txt", "ask", "deny"),
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_link_made_after_the_call_was_decided_is_caught_before_it_runs(
+    run_queued_steps, operator
+):
+    # Proposed and approved while docs/ was a plain folder; by the time it runs, docs/
+    # leads into secrets/ (as an earlier call of the same reply could have made it).
+    denial = make_rule(
+        name="no secrets",
+        tool="write_file",
+        action="deny",
+        conditions=[{"kind": "path", "glob": "secrets/**"}],
+    )
+    session = start(
+        [tool_use("write_file", "w1", path="docs/stolen.txt", content="x")],
+        [text("Understood.")],
+    )
+    run_queued_steps()
+    [call] = calls_of(session)
+    assert call.state == CallState.PENDING_APPROVAL
+    decide_call(call.pk, user=operator, approve=True)
+    (session.workspace / "secrets").mkdir(parents=True)
+    (session.workspace / "docs").symlink_to("secrets", target_is_directory=True)
+
+    run_queued_steps()
+
+    call.refresh_from_db()
+    assert call.state == CallState.REJECTED
+    assert call.policy_rule == f"rule:{denial.pk}"
+    result = ExecutionResult.objects.get(tool_call=call)
+    assert result.status == "permission_denied"
+    assert "no secrets" in result.observation
+    assert not (session.workspace / "secrets" / "stolen.txt").exists()
+    rejected = AuditEvent.objects.get(tool_call_id=call.pk, kind="toolcall.rejected")
+    assert (rejected.actor, rejected.payload["from"]) == ("policy", "approved")
+    assert reload(session).status == SessionStatus.COMPLETED  # the model read why
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rule_that_came_after_the_approval_decides_too(run_queued_steps, operator):
+    session = start(
+        [tool_use("write_file", "w1", path="notes.md", content="x")],
+        [text("Understood.")],
+    )
+    run_queued_steps()
+    [call] = calls_of(session)
+    decide_call(call.pk, user=operator, approve=True)
+    make_rule(name="frozen", tool="write_file", action="deny")
+
+    run_queued_steps()
+
+    call.refresh_from_db()
+    assert call.state == CallState.REJECTED
+    assert not (session.workspace / "notes.md").exists()

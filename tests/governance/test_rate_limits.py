@@ -13,7 +13,15 @@ from agentdash.models import AgentSession, AuditEvent, ToolCall
 from agentdash.runner import SessionRunner
 from agentdash.states import CallState, SessionStatus, transition
 from agentdash.worker import sweep
-from tests.governance.helpers import a_minute_passes, calls_of, listings, reload, start, text
+from tests.governance.helpers import (
+    a_minute_passes,
+    calls_of,
+    listings,
+    make_rule,
+    reload,
+    start,
+    text,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -113,3 +121,23 @@ def test_the_sweep_leaves_a_held_back_session_alone_until_its_time(run_queued_st
     assert sweep() == 0
     AgentSession.objects.filter(pk=session.pk).update(rate_limited_until=timezone.now())
     assert sweep() == 1
+
+
+def test_a_call_held_back_meets_the_rules_of_when_it_runs(run_queued_steps, operator):
+    session = start(listings(2), [text("Listed.")])
+    AgentSession.objects.filter(pk=session.pk).update(calls_per_minute=1)
+    run_queued_steps()
+    held = calls_of(session)[1]
+    assert held.state == CallState.AUTO_APPROVED
+    # Meanwhile an operator decides that listings need a look first.
+    make_rule(tool="list_dir", action="ask", approvals_required=2)
+
+    a_minute_passes()
+    run_queued_steps()
+
+    held.refresh_from_db()
+    assert held.state == CallState.PENDING_APPROVAL
+    assert held.approvals_required == 2
+    assert held.approval_reason.startswith("Allowed when proposed, but now:")
+    assert reload(session).status == SessionStatus.WAITING_APPROVAL
+    assert audit.verify().ok

@@ -371,12 +371,7 @@ class SessionRunner:
                     approval_reason=ruling.reason,
                     policy_rule=ruling.rule,
                 )
-                self._store_result(
-                    call,
-                    status=ExecutionStatus.PERMISSION_DENIED,
-                    error=f"{ruling.reason}. It was not run.",
-                    first_attempt=True,
-                )
+                self._store_denial(call, ruling)
             return False
         if ruling.action == "ask" and call.state == CallState.AUTO_APPROVED:
             self._send_back(
@@ -387,6 +382,15 @@ class SessionRunner:
             )
             return False
         return True
+
+    def _store_denial(self, call: ToolCall, ruling: policy.PolicyDecision) -> None:
+        """The result the model reads for a call the policy denied."""
+        self._store_result(
+            call,
+            status=ExecutionStatus.PERMISSION_DENIED,
+            error=f"{ruling.reason}. It was not run.",
+            first_attempt=True,
+        )
 
     def _send_back(
         self,
@@ -719,12 +723,7 @@ class SessionRunner:
         }
         if decision.action == "deny":
             enter(call, CallState.REJECTED, actor="policy", payload=payload, **fields)
-            self._store_result(
-                call,
-                status=ExecutionStatus.PERMISSION_DENIED,
-                error=f"{decision.reason}. It was not run.",
-                first_attempt=True,
-            )
+            self._store_denial(call, decision)
         elif decision.action == "ask":
             waits = decision.expires_after or timedelta(
                 seconds=settings.AGENTDASH_APPROVAL_TIMEOUT_SECONDS

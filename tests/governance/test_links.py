@@ -106,14 +106,18 @@ def test_a_missing_workspace_judges_paths_as_written(tmp_path):
     assert decide("secrets/x", missing, rule("deny", "secrets/**")).action == "deny"
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_runner_denies_a_write_through_a_link_and_nothing_is_written(run_queued_steps):
-    denial = make_rule(
+@pytest.fixture
+def denial() -> PolicyRule:
+    return make_rule(
         name="no secrets",
         tool="write_file",
         action="deny",
         conditions=[{"kind": "path", "glob": "secrets/**"}],
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_runner_denies_a_write_through_a_link_and_nothing_is_written(run_queued_steps, denial):
     session = start(
         [tool_use("write_file", "w1", path="docs/stolen.txt", content="x")],
         [text("Understood.")],
@@ -152,16 +156,10 @@ def test_the_preview_sees_through_the_same_links(run_queued_steps):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_link_made_after_the_call_was_decided_is_caught_before_it_runs(
-    run_queued_steps, operator
+    run_queued_steps, operator, denial
 ):
     # Proposed and approved while docs/ was a plain folder; by the time it runs, docs/
     # leads into secrets/ (as an earlier call of the same reply could have made it).
-    denial = make_rule(
-        name="no secrets",
-        tool="write_file",
-        action="deny",
-        conditions=[{"kind": "path", "glob": "secrets/**"}],
-    )
     session = start(
         [tool_use("write_file", "w1", path="docs/stolen.txt", content="x")],
         [text("Understood.")],

@@ -211,7 +211,9 @@ class SessionRunner:
                 if (limit := self._start(session, call)) is not None:
                     return self._hold_back(session, call, limit)
                 if call.state != CallState.RUNNING:
-                    continue  # sent back for approval
+                    if session.is_finished:
+                        return session.status  # cancelled before the call could start
+                    continue  # sent back for approval, or rejected by the policy
                 self._run_call(session, call, rerun=rerun)
                 session.status = _status_of(session.pk)
                 if session.is_finished:
@@ -320,6 +322,13 @@ class SessionRunner:
         per_tool = settings.AGENTDASH_TOOL_CALLS_PER_MINUTE.get(call.tool_name)
         running = settings.AGENTDASH_MAX_RUNNING_TOOLS
         with transaction.atomic():
+            # Under a share lock: a cancel (which locks the row to end the session) either
+            # committed before, and the call never starts, or waits until it has started,
+            # and then interrupts it. The status this step read may be stale by now.
+            session.status = _status_of(session.pk, lock=True)
+            if session.is_finished:
+                self._never_started(call, session)
+                return None
             if per_session or per_tool or running:
                 _lock_rate_limits()
                 limit = _over_limit(session, call, per_session, per_tool, running)
@@ -382,6 +391,15 @@ class SessionRunner:
             )
             return False
         return True
+
+    def _never_started(self, call: ToolCall, session: AgentSession) -> None:
+        """Settle a decided call of a session that ended (was cancelled) before the call
+        could start, so that none stays approved for ever. A re-run keeps its result."""
+        if call.state not in CALL_DECIDED:
+            return
+        reason = f"The session was {session.status} before this call started; it was not run."
+        transition(call, CallState.REJECTED, actor=ACTOR, payload={"reason": reason})
+        self._store_result(call, status=ExecutionStatus.REJECTED, error=reason)
 
     def _store_denial(self, call: ToolCall, ruling: policy.PolicyDecision) -> None:
         """The result the model reads for a call the policy denied."""
@@ -1053,10 +1071,13 @@ _conversations = _Conversations(CACHED_SESSIONS)
 _scripted_providers = _ScriptedProviders(CACHED_SESSIONS)
 
 
-def _status_of(session_id: int) -> str:
-    """The session's status now: asked after every call, so in plain SQL."""
+def _status_of(session_id: int, *, lock: bool = False) -> str:
+    """The session's status now: asked around every call, so in plain SQL. `lock` holds
+    a share lock on the row until the transaction ends (on SQLite the transaction
+    already holds the database's write lock)."""
+    share = " FOR SHARE" if lock and connection.vendor == "postgresql" else ""
     with connection.cursor() as cursor:
-        cursor.execute(_STATUS_SQL, [session_id])
+        cursor.execute(_STATUS_SQL + share, [session_id])
         return cursor.fetchone()[0]
 
 

@@ -22,10 +22,11 @@ Five edges extend DESIGN's picture, each for a reason:
 - approved | auto_approved → pending_approval: the call's arguments no longer hash to
   what was approved (or allowed) when the runner is about to run it, so a human must
   look again; the audit event carries both hashes.
-- approved | auto_approved → rejected (actor "policy"), or auto_approved →
-  pending_approval: the policy, asked once more right before the call runs, now denies
-  it (a link made meanwhile leads its path under a denied folder, or a rule changed)
-  or now asks a human about it (runner.SessionRunner._policy_still_allows).
+- approved | auto_approved → rejected: the policy, asked once more right before the
+  call runs, now denies it (actor "policy"; a link made meanwhile leads its path under
+  a denied folder, or a rule changed), or the session was cancelled before the call
+  could start (runner.SessionRunner._start). The policy may also send an
+  auto_approved call to pending_approval, when it now asks a human about it.
 - interrupted → running: a call whose worker died is re-run, but only when its tool
   is marked idempotent (the runner checks that).
 """

@@ -304,6 +304,33 @@ def test_cancelling_a_waiting_session_rejects_its_pending_calls(run_queued_steps
         cancel_session(session, user=operator)
 
 
+def test_a_cancel_that_lands_after_the_step_loaded_the_session_still_stops_its_call(
+    run_queued_steps, operator, monkeypatch
+):
+    session = start([tool_use("write_file", "w1", path="a.txt", content="a")], [text("done")])
+    run_queued_steps()
+    call = ToolCall.objects.get(session=session)
+    decide(call.pk, user=operator, approve=True)
+    # The step has read the session (running) and its approved call; the cancel comes
+    # just before the call would start.
+    checked = SessionRunner._policy_still_allows
+
+    def cancelled_meanwhile(runner: SessionRunner, *args: Any) -> bool:
+        cancel_session(reload(session), user=operator)
+        return checked(runner, *args)
+
+    monkeypatch.setattr(SessionRunner, "_policy_still_allows", cancelled_meanwhile)
+    run_queued_steps()
+
+    call.refresh_from_db()
+    assert call.state == CallState.REJECTED
+    assert "cancelled before this call started" in call.latest_result.observation
+    assert not (session.workspace / "a.txt").exists()
+    assert reload(session).status == SessionStatus.CANCELLED
+    assert Message.objects.filter(session=session).count() == 2  # no further model turn
+    assert audit.verify().ok
+
+
 def test_a_step_that_runs_twice_does_nothing_the_second_time(run_queued_steps):
     session = start([tool_use("list_dir", "c1", path=".")], [text("done")])
     run_queued_steps()

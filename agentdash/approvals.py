@@ -15,7 +15,9 @@ from the browser, the command line or any future API. A decision must pass, in o
   superusers too, since four eyes are about two people, not about privilege; and not
   having approved this call already in this round;
 - edited arguments must pass the tool's schema and must not be what the policy denies
-  (InvalidEdit): an edit cannot carry a call past a deny rule, such as a path rule.
+  (InvalidEdit): an edit cannot carry a call past a deny rule, such as a path rule. What
+  a rule asks of the approvers of the edited arguments (a group, more approvals, four
+  eyes), where stricter than the call's, applies to them from the editor on.
 Rejecting needs only the permission: stopping a call is always safe.
 
 A call that needs two approvals stays pending after the first, which is recorded and
@@ -250,9 +252,16 @@ def _decide_locked(
         return _reject(call, user=user, actor=actor, reason=reason)
 
     arguments = call.arguments
+    # What changes with an edit: the preview follows the new arguments, and a rule that
+    # asks more of the approvers for them than for the model's applies from now on.
+    edit_fields: dict[str, Any] = {}
     if edited_arguments is not None:
-        arguments = _validated_edit(call, edited_arguments)
+        arguments, edit_fields = _validated_edit(call, edited_arguments)
     edited = arguments != call.arguments
+    if not edited:
+        edit_fields = {}
+    for name, value in edit_fields.items():
+        setattr(call, name, value)
     # Approvals bind arguments: new arguments, a new round in which only theirs count.
     round_ = call.approval_round + 1 if edited else call.approval_round
     _check_may_approve(call, user, round_)
@@ -290,7 +299,7 @@ def _decide_locked(
     if given < call.approvals_required:
         # Not a state change: the call waits on, its arguments (if edited) updated.
         ToolCall.objects.filter(pk=call.pk).update(
-            arguments=arguments, approval_round=round_, updated_at=timezone.now()
+            arguments=arguments, approval_round=round_, updated_at=timezone.now(), **edit_fields
         )
         call.arguments, call.approval_round = arguments, round_
         audit.record(
@@ -310,6 +319,7 @@ def _decide_locked(
         arguments=arguments,
         approval_round=round_,
         decided_hash=digest,
+        **edit_fields,
     )
     if allow_for_session:
         policy.allow_for_session(call, user=user, actor=actor)
@@ -367,7 +377,11 @@ def _overdue(call: ToolCall) -> bool:
     )
 
 
-def _validated_edit(call: ToolCall, edited: dict[str, Any]) -> dict[str, Any]:
+def _validated_edit(
+    call: ToolCall, edited: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The edited arguments as the tool takes them, and the call's fields they change:
+    its preview, and what a stricter rule asks of the approvers of these arguments."""
     tool = toolbox.registry_for_session(call.session).get(call.tool_name)
     if tool is None:
         raise InvalidEdit(ToolValidationError(f"The tool {call.tool_name!r} no longer exists."))
@@ -385,7 +399,10 @@ def _validated_edit(call: ToolCall, edited: dict[str, Any]) -> dict[str, Any]:
                 "or reject the call."
             )
         )
-    return arguments
+    fields: dict[str, Any] = {"preview": runner.preview_of(tool, arguments)}
+    if ruling.action == "ask":
+        fields |= policy.stricter_requirements(call, ruling)
+    return arguments, fields
 
 
 def _resume_if_nothing_pending(session: AgentSession, actor: str) -> None:

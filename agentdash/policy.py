@@ -356,6 +356,22 @@ _ASKING_HINTS = (
 )
 
 
+def stricter_requirements(call: ToolCall, ruling: PolicyDecision) -> dict[str, Any]:
+    """The call's approval requirements that `ruling` (an ask) makes stricter than what
+    the call holds, as fields to set on it: a required group (the ruling's, when it
+    names one the call does not), more approvals, four eyes. Empty when none."""
+    stricter: dict[str, Any] = {}
+    if ruling.required_group and ruling.required_group != call.required_group:
+        stricter["required_group"] = ruling.required_group
+    if ruling.approvals_required > call.approvals_required:
+        stricter["approvals_required"] = ruling.approvals_required
+    if ruling.four_eyes and not call.four_eyes:
+        stricter["four_eyes"] = True
+    if stricter:
+        stricter["policy_rule"] = ruling.rule
+    return stricter
+
+
 def default_decision(tool: Tool) -> PolicyDecision:
     """What the tool's hints say when no rule matches (the module's docstring)."""
     asking = [(hint, words) for hint, words in _ASKING_HINTS if getattr(tool, hint)]

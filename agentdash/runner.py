@@ -382,15 +382,18 @@ class SessionRunner:
                 )
                 self._store_denial(call, ruling)
             return False
-        if ruling.action == "ask" and call.state == CallState.AUTO_APPROVED:
-            self._send_back(
-                call,
-                f"Allowed when proposed, but now: {ruling.reason}.",
-                {"when": "before running", **ruling.audit_payload()},
-                ruling=ruling,
-            )
-            return False
-        return True
+        if ruling.action != "ask":
+            return True
+        if call.state == CallState.AUTO_APPROVED:
+            why = f"Allowed when proposed, but now: {ruling.reason}."
+        elif policy.stricter_requirements(call, ruling):
+            why = f"Approved, but a rule now asks more of its approvers: {ruling.reason}."
+        else:
+            return True  # approved as the policy asks
+        self._send_back(
+            call, why, {"when": "before running", **ruling.audit_payload()}, ruling=ruling
+        )
+        return False
 
     def _never_started(self, call: ToolCall, session: AgentSession) -> None:
         """Settle a decided call of a session that ended (was cancelled) before the call
@@ -436,7 +439,7 @@ class SessionRunner:
         transition(
             call,
             CallState.PENDING_APPROVAL,
-            actor=ACTOR,
+            actor="policy" if ruling is not None else ACTOR,
             payload=payload,
             approval_reason=reason,
             approval_round=call.approval_round + 1,
@@ -752,7 +755,7 @@ class SessionRunner:
                 CallState.PENDING_APPROVAL,
                 actor="policy",
                 payload=payload,
-                preview=_preview(tool, arguments),
+                preview=preview_of(tool, arguments),
                 required_group=decision.required_group,
                 approvals_required=decision.approvals_required,
                 four_eyes=decision.four_eyes,
@@ -766,7 +769,7 @@ class SessionRunner:
                 CallState.AUTO_APPROVED,
                 actor="policy",
                 payload=payload,
-                preview=_preview(tool, arguments),
+                preview=preview_of(tool, arguments),
                 decided_hash=arguments_hash(arguments),
                 **fields,
             )
@@ -942,7 +945,8 @@ def _shrink_block(block: dict[str, Any]) -> dict[str, Any]:
     return {**block, "input": _omitted(size)}
 
 
-def _preview(tool: Any, arguments: dict[str, Any]) -> str:
+def preview_of(tool: Any, arguments: dict[str, Any]) -> str:
+    """What `tool` says it would do with `arguments`, recorded with the call."""
     if tool.preview is None:
         return ""
     try:

@@ -154,6 +154,56 @@ def test_an_edit_starts_a_new_round_in_which_only_approvals_of_the_new_arguments
     assert not (call.session.workspace / "a.txt").exists()
 
 
+def test_an_edit_meets_what_the_rules_ask_of_the_approvers_of_the_new_arguments(
+    run_queued_steps, operator, second_operator, admin_user, reviewers
+):
+    make_rule(
+        tool="write_file",
+        action="ask",
+        required_group=reviewers,
+        approvals_required=2,
+        conditions=[{"kind": "path", "glob": "prod/**"}],
+    )
+    [call] = paused_on(run_queued_steps, WRITE)  # a.txt: one approval by anyone
+    to_prod = {"path": "prod/a.txt", "content": "a"}
+
+    with pytest.raises(PermissionDenied, match="reviewers"):
+        decide(call.pk, user=operator, approve=True, edited_arguments=to_prod)
+    assert state_of(call) == CallState.PENDING_APPROVAL
+    assert ToolCall.objects.get(pk=call.pk).arguments == {"path": "a.txt", "content": "a"}
+
+    decide(call.pk, user=admin_user, approve=True, edited_arguments=to_prod)
+    call = ToolCall.objects.get(pk=call.pk)
+    assert call.state == CallState.PENDING_APPROVAL  # a second reviewer must approve
+    assert (call.required_group, call.approvals_required) == ("reviewers", 2)
+    assert "prod/a.txt" in call.preview  # the preview follows the edit
+    second_operator.groups.add(reviewers)
+    decide(call.pk, user=second_operator, approve=True)
+    run_queued_steps()
+    assert (call.session.workspace / "prod" / "a.txt").read_text() == "a"
+
+
+def test_an_approved_call_goes_back_when_a_rule_now_asks_more_of_its_approvers(
+    run_queued_steps, operator, second_operator
+):
+    [call] = paused_on(run_queued_steps, WRITE)
+    decide(call.pk, user=operator, approve=True)
+    make_rule(tool="write_file", action="ask", approvals_required=2)
+
+    run_queued_steps()
+
+    call = ToolCall.objects.get(pk=call.pk)
+    assert call.state == CallState.PENDING_APPROVAL
+    assert call.approvals_required == 2
+    assert AuditEvent.objects.filter(
+        tool_call_id=call.pk, kind="toolcall.pending_approval", actor="policy"
+    ).exists()
+    decide(call.pk, user=operator, approve=True)
+    decide(call.pk, user=second_operator, approve=True)
+    run_queued_steps()
+    assert (call.session.workspace / "a.txt").read_text() == "a"
+
+
 def test_one_person_cannot_allow_a_two_person_call_for_the_whole_session(
     run_queued_steps, operator
 ):

@@ -327,7 +327,7 @@ class SessionRunner:
             # and then interrupts it. The status this step read may be stale by now.
             session.status = _status_of(session.pk, lock=True)
             if session.is_finished:
-                self._never_started(call, session)
+                call.refresh_from_db(fields=["state"])  # settled as the session ended
                 return None
             if per_session or per_tool or running:
                 _lock_rate_limits()
@@ -394,15 +394,6 @@ class SessionRunner:
             call, why, {"when": "before running", **ruling.audit_payload()}, ruling=ruling
         )
         return False
-
-    def _never_started(self, call: ToolCall, session: AgentSession) -> None:
-        """Settle a decided call of a session that ended (was cancelled) before the call
-        could start, so that none stays approved for ever. A re-run keeps its result."""
-        if call.state not in CALL_DECIDED:
-            return
-        reason = f"The session was {session.status} before this call started; it was not run."
-        transition(call, CallState.REJECTED, actor=ACTOR, payload={"reason": reason})
-        self._store_result(call, status=ExecutionStatus.REJECTED, error=reason)
 
     def _store_denial(self, call: ToolCall, ruling: policy.PolicyDecision) -> None:
         """The result the model reads for a call the policy denied."""
@@ -813,23 +804,27 @@ class SessionRunner:
                 transition(
                     session, status, actor=ACTOR, status_reason=reason, payload={"reason": reason}
                 )
-                reject_pending_calls(session, actor=ACTOR, reason=f"The session ended: {reason}")
+                settle_open_calls(session, actor=ACTOR, reason=f"The session ended: {reason}")
         except StaleState:
             session.refresh_from_db()
 
 
-def reject_pending_calls(
+def settle_open_calls(
     session: AgentSession, *, actor: str, reason: str, user: AbstractBaseUser | None = None
 ) -> None:
-    """Settle every call of an ended session that still waits for a human, so that no
-    queue shows it and no one can decide it. Call inside the transaction that ends it."""
-    pending = ToolCall.objects.select_for_update().filter(
-        session=session, state=CallState.PENDING_APPROVAL
+    """Reject every call of an ended session that still waits, for a human or for its
+    turn to run, so that no queue shows it, no one can decide it and none stays approved
+    for ever. A running call is left to its runner, which stops it. Call inside the
+    transaction that ends the session: with its row locked, no decided call can start
+    meanwhile (SessionRunner._start reads the status under a share lock)."""
+    waiting = ToolCall.objects.select_for_update().filter(
+        session=session, state__in=[CallState.PENDING_APPROVAL, *CALL_DECIDED]
     )
-    for call in pending:
-        ApprovalDecision.objects.create(
-            tool_call=call, approved=False, decided_by=user, actor=actor, reason=reason
-        )
+    for call in waiting:
+        if call.state == CallState.PENDING_APPROVAL:
+            ApprovalDecision.objects.create(
+                tool_call=call, approved=False, decided_by=user, actor=actor, reason=reason
+            )
         transition(call, CallState.REJECTED, actor=actor, payload={"reason": reason})
         ExecutionResult.objects.create(
             tool_call=call, status="rejected", error=reason, observation=reason

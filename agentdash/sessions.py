@@ -82,8 +82,9 @@ def start_session(
 def cancel_session(session: AgentSession, *, user: AbstractBaseUser | None = None) -> None:
     """Stop a session now, whatever it is doing.
 
-    Pending approvals are rejected in the canceller's name; a tool that is running is
-    stopped by the runner, which watches for this (its call ends `interrupted`).
+    Pending approvals are rejected in the canceller's name, and approved calls that have
+    not started are rejected too; a tool that is running is stopped by the runner, which
+    watches for this (its call ends `interrupted`).
     Raises IllegalTransition when the session has already ended.
     """
     actor = actor_for(user)
@@ -98,6 +99,6 @@ def cancel_session(session: AgentSession, *, user: AbstractBaseUser | None = Non
             cancel_requested=True,
             status_reason=f"Cancelled by {actor}.",
         )
-        runner.reject_pending_calls(
+        runner.settle_open_calls(
             session, actor=actor, reason="The session was cancelled.", user=user
         )

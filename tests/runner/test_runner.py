@@ -324,10 +324,30 @@ def test_a_cancel_that_lands_after_the_step_loaded_the_session_still_stops_its_c
 
     call.refresh_from_db()
     assert call.state == CallState.REJECTED
-    assert "cancelled before this call started" in call.latest_result.observation
+    assert call.latest_result.observation == "The session was cancelled."
     assert not (session.workspace / "a.txt").exists()
     assert reload(session).status == SessionStatus.CANCELLED
     assert Message.objects.filter(session=session).count() == 2  # no further model turn
+    assert audit.verify().ok
+
+
+def test_cancelling_leaves_no_call_approved_for_ever(run_queued_steps, operator):
+    session = start(
+        [
+            tool_use("write_file", "w1", path="a.txt", content="a"),
+            tool_use("write_file", "w2", path="b.txt", content="b"),
+        ]
+    )
+    run_queued_steps()
+    first, _waiting = ToolCall.objects.filter(session=session).order_by("position")
+    decide(first.pk, user=operator, approve=True)  # the step waits for the second
+
+    cancel_session(reload(session), user=operator)
+    run_queued_steps()
+
+    states = set(ToolCall.objects.filter(session=session).values_list("state", flat=True))
+    assert states == {CallState.REJECTED}
+    assert not (session.workspace / "a.txt").exists()
     assert audit.verify().ok
 
 

@@ -133,11 +133,17 @@ def send_again(delivery: WebhookDelivery) -> bool:
     return bool(restarted)
 
 
+SWEEP_BATCH = 500  # a backlog is worked off over a few sweeps, not in one transaction
+
+
 def sweep_deliveries() -> int:
     """Queue a try of every pending delivery whose try is long overdue: its task was lost
     with a worker that died mid-POST (django-tasks-db never runs a task twice), or never
-    ran. A duplicate is harmless: a try that is not due, or a delivery no longer
-    pending, is left alone by `deliver`. Returns how many. Called by the worker's sweep."""
+    ran. Returns how many. Called by the worker's sweep.
+
+    Delivery is at least once, as with any retry: when the queue lags by more than the
+    grace, the lost task and its copy may both POST (`deliver` never counts a try twice
+    nor cuts a backoff short, and receivers dedupe on X-Agentdash-Delivery)."""
     now = timezone.now()
     grace = timedelta(
         seconds=max(
@@ -161,9 +167,6 @@ def sweep_deliveries() -> int:
     if overdue:
         logger.warning("re-queued %d overdue webhook deliveries", len(overdue))
     return len(overdue)
-
-
-SWEEP_BATCH = 500  # a backlog is worked off over a few sweeps, not in one transaction
 
 
 def _enqueue(*deliveries: WebhookDelivery) -> None:

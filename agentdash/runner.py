@@ -118,6 +118,8 @@ class SessionRunner:
         # The latest result this runner stored for each call: the results turn is built
         # from these without reading them back.
         self.stored_results: dict[int, ExecutionResult] = {}
+        # The session's policy rules, read once per step when a call is about to start.
+        self.rules: policy.RuleSet | None = None
 
     # -- the lease --------------------------------------------------------------------
 
@@ -197,7 +199,7 @@ class SessionRunner:
         if session.status == SessionStatus.QUEUED:
             transition(session, SessionStatus.RUNNING, actor=ACTOR)
         self.registry = toolbox.registry_for_session(session)
-        self.rules: policy.RuleSet | None = None  # read when first needed in this step
+        self.rules = None  # read when first needed in this step
 
         turn, calls = _latest_turn(session)
         for call in calls:
@@ -206,7 +208,7 @@ class SessionRunner:
             elif call.state == CallState.PENDING_APPROVAL and _overdue(call):
                 self._expire(call)
         for call in calls:
-            if call.is_decided or self._should_rerun(call):
+            if call.is_decided or self._should_rerun(session, call):
                 rerun = call.state == CallState.INTERRUPTED
                 if (limit := self._start(session, call)) is not None:
                     return self._hold_back(session, call, limit)
@@ -364,12 +366,9 @@ class SessionRunner:
         is rejected, even one a human approved (a deny rule is not theirs to waive, as
         with edits); one it now asks about, that no human approved, goes to the queue.
         False when the call must not run now."""
-        tool = self.registry.get(call.tool_name)
-        if tool is None:
+        ruling = self._ruling_now(session, call)
+        if ruling is None:
             return True  # the executor reports the unknown tool as the call's result
-        if self.rules is None:
-            self.rules = policy.rules_for(session.pk)
-        ruling = self.rules.decide(tool, call.arguments or {}, workspace=session.workspace)
         if ruling.action == "deny":
             with transaction.atomic():
                 transition(
@@ -440,13 +439,28 @@ class SessionRunner:
             **approvers,
         )
 
-    def _should_rerun(self, call: ToolCall) -> bool:
+    def _ruling_now(self, session: AgentSession, call: ToolCall) -> policy.PolicyDecision | None:
+        """What the policy says of the call as things are now (None: no such tool)."""
+        tool = self.registry.get(call.tool_name)
+        if tool is None:
+            return None
+        if self.rules is None:
+            self.rules = policy.rules_for(session.pk)
+        return self.rules.decide(tool, call.arguments or {}, workspace=session.workspace)
+
+    def _should_rerun(self, session: AgentSession, call: ToolCall) -> bool:
+        """An interrupted call runs again if its tool is idempotent, it has attempts left,
+        and the policy does not now deny it (as for a first run, see _policy_still_allows;
+        it stays interrupted, its result says so)."""
         if call.state != CallState.INTERRUPTED:
             return False
         tool = self.registry.get(call.tool_name)
         if tool is None or not tool.idempotent:
             return False
-        return call.results.count() < settings.AGENTDASH_MAX_ATTEMPTS
+        if call.results.count() >= settings.AGENTDASH_MAX_ATTEMPTS:
+            return False
+        ruling = self._ruling_now(session, call)
+        return ruling is not None and ruling.action != "deny"
 
     def _run_call(self, session: AgentSession, call: ToolCall, *, rerun: bool) -> None:
         """Run a call that _start() moved to running and record its result."""

@@ -209,9 +209,10 @@ class _Clock:
         self.step_done = threading.Event()
         self.task_done = threading.Event()
 
-        def timed_task_finished(**kwargs: Any) -> None:
-            self.task_finished = time.perf_counter()
-            self.task_done.set()
+        def timed_task_finished(task_result: Any, **kwargs: Any) -> None:
+            if task_result.task.func is runner_module.advance_session.func:  # a step's
+                self.task_finished = time.perf_counter()
+                self.task_done.set()
 
         self._receiver = timed_task_finished  # signals hold weak references
         task_finished.connect(timed_task_finished)

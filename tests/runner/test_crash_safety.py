@@ -16,7 +16,7 @@ from django.conf import settings
 
 from agentdash import audit
 from agentdash.approvals import decide
-from agentdash.models import AgentSession, AuditEvent, Message, ToolCall
+from agentdash.models import AgentSession, AuditEvent, Message, PolicyRule, ToolCall
 from agentdash.runner import SessionRunner
 from agentdash.sessions import start_session
 from agentdash.states import CallState, SessionStatus, transition
@@ -187,3 +187,27 @@ def test_an_interrupted_idempotent_call_is_run_again(run_queued_steps):
     assert call.state == CallState.SUCCEEDED
     assert [r.status for r in call.results.order_by("attempt")] == ["interrupted", "success"]
     assert status_of(session) == SessionStatus.COMPLETED
+
+
+def test_an_interrupted_call_the_policy_now_denies_is_not_run_again(run_queued_steps):
+    session = start_session(
+        goal="List files",
+        script=[
+            [{"type": "tool_use", "id": "l1", "name": "list_dir", "input": {"path": "."}}],
+            [{"type": "text", "text": "Done."}],
+        ],
+    )
+    runner = SessionRunner(session.pk)
+    assert runner._claim()
+    runner.step()
+    call = ToolCall.objects.get(session=session)
+    transition(call, CallState.RUNNING, actor="runner")
+    AgentSession.objects.filter(pk=session.pk).update(lease_expires_at=None, lease_owner="")
+    PolicyRule.objects.create(name="no listings", tool="list_dir", action="deny")
+
+    run_queued_steps()
+
+    call.refresh_from_db()
+    assert call.state == CallState.INTERRUPTED
+    assert [r.status for r in call.results.all()] == ["interrupted"]
+    assert status_of(session) == SessionStatus.COMPLETED  # the model read the interruption

@@ -37,6 +37,8 @@ def start_session(
     goal = goal.strip()
     if not goal:
         raise ValueError("A session needs a goal.")
+    check_provider(provider)
+    check_tools(enabled_tools or [])
     fields: dict[str, Any] = {}
     if max_steps is not None:
         fields["max_steps"] = max_steps
@@ -77,6 +79,31 @@ def start_session(
         runner.schedule(session.pk)
         live.changed(session.pk)
     return session
+
+
+def check_provider(name: str) -> None:
+    """Refuse a provider that does not exist, or cannot be used here (no API key): a
+    session started with it would only fail at its first step."""
+    from agentdash.providers import available_providers
+
+    providers = available_providers()
+    info = next((info for info in providers if info.name == name), None)
+    if info is None:
+        names = ", ".join(info.name for info in providers)
+        raise ValueError(f"No provider is called {name!r}. The providers: {names}.")
+    if not info.configured:
+        raise ValueError(f"{info.label} is not configured here. {info.reason}")
+
+
+def check_tools(names: list[str]) -> None:
+    """Refuse tool names that no tool has: every call of such a session would fail."""
+    from agentdash import toolbox
+
+    known = sorted(tool.name for tool in toolbox.catalogue().list_tools())
+    if unknown := sorted(set(names) - set(known)):
+        raise ValueError(
+            f"No tool is called {', '.join(map(repr, unknown))}. The tools: {', '.join(known)}."
+        )
 
 
 def cancel_session(session: AgentSession, *, user: AbstractBaseUser | None = None) -> None:

@@ -17,8 +17,8 @@ from pydantic import AfterValidator, BeforeValidator, field_validator, model_val
 
 from agentdash.models import AgentSession, ApprovalDecision, ToolCall
 from agentdash.models.sessions import DEFAULT_MAX_STEPS
-from agentdash.providers import available_providers, validate_script
-from agentdash.toolbox import tool_catalogue
+from agentdash.providers import validate_script
+from agentdash.sessions import check_provider, check_tools
 from agentdash.web.history_query import EARLIEST, LATEST, MAX_ID
 
 MAX_STEPS = 1000
@@ -117,11 +117,7 @@ class SessionStartIn(Schema):
     @field_validator("provider")
     @classmethod
     def _provider_usable_here(cls, name: str) -> str:
-        providers = {info.name: info for info in available_providers()}
-        if name not in providers:
-            raise ValueError(f"Unknown provider: choose one of {', '.join(providers)}.")
-        if not (info := providers[name]).configured:
-            raise ValueError(f"{info.label} is not configured here. {info.reason}")
+        check_provider(name)
         return name
 
     @field_validator("script")
@@ -132,13 +128,7 @@ class SessionStartIn(Schema):
     @field_validator("tools")
     @classmethod
     def _tools_exist(cls, tools: list[str] | None) -> list[str] | None:
-        if tools is None:
-            return None
-        known = {tool.name for tool in tool_catalogue()}
-        if unknown := [name for name in tools if name not in known]:
-            raise ValueError(
-                f"Unknown tool(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}."
-            )
+        check_tools(tools or [])
         return tools
 
     @model_validator(mode="after")

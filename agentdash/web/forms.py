@@ -23,6 +23,7 @@ from agentdash.providers import (
     default_provider,
     validate_script,
 )
+from agentdash.sessions import check_provider
 from agentdash.toolbox import ToolInfo, tool_catalogue
 
 MAX_STEPS_LIMIT = 1000
@@ -119,9 +120,10 @@ class StartSessionForm(forms.Form):
 
     def clean_provider(self) -> str:
         name = self.cleaned_data["provider"]
-        info = next(info for info in self.providers if info.name == name)
-        if not info.configured:
-            raise forms.ValidationError(f"{info.label} is not configured here. {info.reason}")
+        try:
+            check_provider(name)
+        except ValueError as refusal:
+            raise forms.ValidationError(str(refusal)) from None
         return name
 
     def clean_script(self) -> list[Any] | None:

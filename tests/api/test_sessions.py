@@ -49,9 +49,9 @@ def test_starting_refuses_bad_input_field_by_field(as_operator):
     assert "body.goal" in field_errors(as_operator.post("/sessions", {"goal": "   "}))
     assert "body.goal" in field_errors(as_operator.post("/sessions", {}))
     errors = field_errors(as_operator.post("/sessions", {"goal": "x", "tools": ["rm_rf"]}))
-    assert "Unknown tool(s): rm_rf" in errors["body.tools"]
+    assert "No tool is called 'rm_rf'" in errors["body.tools"]
     errors = field_errors(as_operator.post("/sessions", {"goal": "x", "provider": "skynet"}))
-    assert "Unknown provider" in errors["body.provider"]
+    assert "No provider is called 'skynet'" in errors["body.provider"]
     bad_script = [[{"type": "nope"}]]
     errors = field_errors(as_operator.post("/sessions", {"goal": "x", "script": bad_script}))
     assert "Turn 1, block 1" in errors["body.script"]

@@ -563,3 +563,9 @@ def test_a_new_call_enters_its_first_state_audited_as_a_transition(run_queued_st
     with pytest.raises(TypeError):
         enter(stored, CallState.ERRORED, actor="runner")  # stored calls move by transition()
     assert audit.verify().ok
+
+
+def test_a_session_is_not_started_with_a_tool_no_tool_has():
+    with pytest.raises(ValueError, match=r"No tool is called 'bogus'\. The tools: .*list_dir"):
+        start_session(goal="Use a bogus tool", enabled_tools=["list_dir", "bogus"])
+    assert not AgentSession.objects.exists()

@@ -100,9 +100,21 @@ def test_a_refusal_ends_the_session(anthropic_env, run_queued_steps):
     assert "refused" in session.status_reason
 
 
-def test_a_missing_api_key_fails_the_session_instead_of_crashing(run_queued_steps, monkeypatch):
+def test_a_session_is_not_started_on_a_provider_without_its_key(monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(ValueError, match=r"not configured here\. Set ANTHROPIC_API_KEY"):
+        start_session(goal="No key", provider="anthropic")
+    with pytest.raises(ValueError, match="No provider is called 'gpt'"):
+        start_session(goal="No such provider", provider="gpt")
+    assert not AgentSession.objects.exists()
+
+
+def test_a_key_gone_since_the_start_fails_the_session_instead_of_crashing(
+    run_queued_steps, monkeypatch
+):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
     session = start_session(goal="No key", provider="anthropic")
+    monkeypatch.delenv("ANTHROPIC_API_KEY")  # say, the server restarted without it
     run_queued_steps()
 
     session = reload(session)

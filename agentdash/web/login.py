@@ -56,11 +56,13 @@ class RateLimitedLogin:
                 ratelimit.record_lockout(limit, seconds, username=username[:150], address=address)
                 lockouts.append(seconds)
         if lockouts:
-            self._refuse(max(lockouts))
+            # This try's password was wrong too: say so, then that the next must wait.
+            self._refuse(max(lockouts), first=self.get_invalid_login_error())  # type: ignore[attr-defined]
 
-    def _refuse(self, seconds: int) -> None:
+    def _refuse(self, seconds: int, *, first: ValidationError | None = None) -> None:
         self.locked_for = seconds
-        raise ValidationError(ratelimit.retry_message(seconds), code=RATE_LIMITED)
+        refusal = ValidationError(ratelimit.retry_message(seconds), code=RATE_LIMITED)
+        raise ValidationError([first, refusal]) if first is not None else refusal
 
 
 class LoginForm(RateLimitedLogin, AuthenticationForm):

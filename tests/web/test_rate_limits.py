@@ -59,6 +59,8 @@ def test_five_bad_passwords_lock_the_username_with_a_retry_time(operator, caplog
         assert 0 < int(refused["Retry-After"]) <= 60
         assert f"Try again in {refused['Retry-After']} seconds" in refused.text
     assert not logged_in(client)
+    assert "Please enter a correct username and password" in locking.text  # it was wrong
+    assert "Please enter a correct username and password" not in response.text  # unchecked
     (event,) = AuditEvent.objects.filter(kind="auth.locked_out")
     assert event.actor == "ratelimit"
     assert event.payload["username"] == "olivia"

@@ -399,7 +399,7 @@ class SessionRunner:
         self._store_result(
             call,
             status=ExecutionStatus.PERMISSION_DENIED,
-            error=f"{ruling.reason}. It was not run.",
+            error=f"{ruling.reason.rstrip('.')}. It was not run.",  # a description may end in one
             first_attempt=True,
         )
 

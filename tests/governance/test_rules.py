@@ -48,7 +48,7 @@ def test_a_denied_call_never_runs_and_the_model_reads_which_rule_denied_it(run_q
     [block] = Message.objects.get(session=session, index=2).content
     assert block["is_error"] is True
     assert f"rule {rule.pk} “no recursive deletes”" in block["content"]
-    assert "Deleting trees needs a ticket." in block["content"]
+    assert "Deleting trees needs a ticket. It was not run." in block["content"]
     assert reload(session).status == SessionStatus.COMPLETED
     event = AuditEvent.objects.get(tool_call_id=call.pk, kind="toolcall.rejected")
     assert event.actor == "policy"

@@ -7,6 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from tests.e2e import scripts
 from tests.e2e.browser import wait_until_live
 
 pytestmark = pytest.mark.e2e
@@ -53,3 +54,21 @@ def test_a_bad_script_is_refused_beside_its_field(open_page, operator):
         "Turn 1, block 1 (tool_use): missing name."
     )
     expect(form.get_by_label("Goal")).to_have_value("Play my script")
+
+
+@pytest.mark.parametrize("path", ["/sessions/{pk}/", "/approvals/", "/sessions/"])
+def test_a_goal_of_one_endless_word_does_not_widen_the_pages(open_page, operator, path):
+    session = scripts.start(
+        operator,
+        "y" * 5000,
+        [scripts.tool_use("write_file", path="a.md", content="a\n")],
+        [scripts.text("Done.")],
+    )
+    page = open_page(operator, path.format(pk=session.pk))
+    wait_until_live(page)
+    expect(page.locator("[data-testid=session-goal], .goal-cell").first).to_be_visible()
+
+    page_width, view_width = page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert page_width <= view_width

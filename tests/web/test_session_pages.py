@@ -291,3 +291,13 @@ def test_only_the_owner_or_a_decider_may_cancel(as_viewer, operator):
 def test_an_unknown_session_is_a_404(as_operator):
     assert as_operator.get(reverse("session-detail", args=[999])).status_code == 404
     assert as_operator.post(reverse("session-cancel", args=[999])).status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/sessions/99999/", "/sessions/abc/", "/no/such/page/"])
+def test_a_page_that_is_not_there_says_so_within_the_dashboard(as_operator, path):
+    response = as_operator.get(path)
+
+    assert response.status_code == 404
+    page = parse(response.text)
+    assert page.one(testid="error-page").one(tag="h1").text == "Not found"
+    assert page.one(tag="nav")  # the way back: the dashboard's own navigation

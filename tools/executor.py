@@ -359,9 +359,11 @@ def _validated(tool: Tool, arguments: object, origin: str = "") -> dict[str, Any
 def _failed(
     call: ToolCall, tool: Tool, arguments: dict[str, Any], started: float, failure: BaseException
 ) -> ExecutionResult:
-    # A failing tool is an everyday outcome the model is told of, not an operator alarm.
-    logger.info("tool %s failed", tool.name, exc_info=failure)
+    # A failing tool (a missing file, a bad regex) is an everyday outcome the model is
+    # told of, not an operator alarm: one line, and the traceback only when debugging.
     error = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
+    logger.info("tool %s failed: %s", tool.name, error)
+    logger.debug("tool %s failed", tool.name, exc_info=failure)
     return _outcome(call, tool, started, ExecutionStatus.ERROR, error=error, parameters=arguments)
 
 

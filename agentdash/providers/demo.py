@@ -2,8 +2,9 @@
 
 It walks a newcomer through the whole product with no API key: a read-only call that
 runs at once, a file write and a Python run that wait for an operator's approval, and
-a final answer. The demo cannot see tool results, so its later turns speak of them in
-general terms.
+a final answer. The demo cannot plan around tool results, so its later turns speak of
+them in general terms; it does say when a call did not go through, and why (the
+scripted provider adds that).
 """
 
 _NOTES = """\

@@ -92,6 +92,7 @@ class ScriptedProvider:
     label = "Scripted demo"
 
     def __init__(self, *, script: list[Any] | None = None) -> None:
+        self.plays_demo = script is None
         self.turns = validate_script(DEMO_SCRIPT if script is None else script)
 
     def __repr__(self) -> str:
@@ -101,6 +102,8 @@ class ScriptedProvider:
         played = sum(1 for message in request.messages if message["role"] == "assistant")
         turn = self.turns[played] if played < len(self.turns) else _FINAL_TURN
         content = copy.deepcopy(turn)  # the caller owns the reply and may change it
+        if self.plays_demo:
+            content = _acknowledging(request.messages, content)
         emit = guarded(on_text)
         for block in content:
             if block["type"] == "text":
@@ -116,6 +119,35 @@ class ScriptedProvider:
             ),
             model=MODEL,
         )
+
+
+def _acknowledging(messages: list[dict[str, Any]], content: list[dict[str, Any]]) -> list[Any]:
+    """The demo cannot plan around what its calls returned, but it says it read them: a
+    call that was rejected (with the operator's reason), denied or failed is named before
+    the next turn, so a newcomer sees the model told. A user's own script plays as is."""
+    last = messages[-1] if messages else None
+    if last is None or last["role"] != "user" or not isinstance(last["content"], list):
+        return content
+    errors = [
+        _result_text(block)
+        for block in last["content"]
+        if block.get("type") == "tool_result" and block.get("is_error")
+    ]
+    if not errors:
+        return content
+    note = (
+        f"My last call did not go through: {' '.join(errors)} "
+        "I'll go on with the rest of the demo.\n\n"
+    )
+    return [{"type": "text", "text": note}, *content]
+
+
+def _result_text(block: dict[str, Any]) -> str:
+    content = block.get("content")
+    if isinstance(content, list):
+        content = " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    text = " ".join(str(content or "").split())
+    return text if len(text) <= 300 else f"{text[:299]}…"
 
 
 def _estimate_tokens(*parts: object) -> int:

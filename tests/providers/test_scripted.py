@@ -213,3 +213,52 @@ def test_the_demo_calls_real_tools_with_valid_arguments_and_two_need_approval(tm
         False,
         True,
     ]
+
+
+def test_the_demo_says_it_read_why_a_call_did_not_run():
+    provider = get_provider("scripted")
+    messages = list(GOAL)
+    for reply_number in range(2):
+        reply = provider.complete(ModelRequest(model="scripted", messages=messages))
+        messages.append({"role": "assistant", "content": reply.content})
+        ok = reply_number == 0
+        messages.append(
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": call["id"],
+                        "content": "ok"
+                        if ok
+                        else "An operator rejected this call. Reason: "
+                        "put the plan in PLAN.txt instead",
+                        **({} if ok else {"is_error": True}),
+                    }
+                    for call in reply.tool_uses
+                ],
+            }
+        )
+
+    after_rejection = provider.complete(ModelRequest(model="scripted", messages=messages))
+
+    assert after_rejection.text.startswith(
+        "My last call did not go through: An operator rejected this call. "
+        "Reason: put the plan in PLAN.txt instead"
+    )
+    assert [call["name"] for call in after_rejection.tool_uses] == ["read_file"]
+
+
+def test_a_script_of_ones_own_plays_exactly_as_written():
+    first = [{"type": "tool_use", "id": "x", "name": "list_dir", "input": {}}]
+    provider = ScriptedProvider(script=[first, [{"type": "text", "text": "Exactly this."}]])
+    refused = {"type": "tool_result", "tool_use_id": "x", "is_error": True, "content": "no"}
+    messages = [
+        *GOAL,
+        {"role": "assistant", "content": first},
+        {"role": "user", "content": [refused]},
+    ]
+
+    reply = provider.complete(ModelRequest(model="scripted", messages=messages))
+
+    assert reply.text == "Exactly this."

@@ -58,6 +58,8 @@ def change(
         if state != CallState.PENDING_APPROVAL and waited is not None:
             # It left the queue. Not only "approved": by the time changes coalesced here
             # are read, the worker may already be running the call, or be done with it.
+            # So every later change of a call that once waited sends the deletion again:
+            # a few bytes to the queue pages, which ignore a card they do not show.
             removal = queue_removal(call_id)
             yield [(queue, removal) for queue, _ in _audiences(groups.APPROVALS)]
             yield _batch_change(step)

@@ -309,28 +309,31 @@ class SessionRunner:
         (which is returned), its arguments no longer hash to what was approved (it is
         sent back to pending_approval, for a human to look again), or the policy, asked
         once more, no longer allows it (see _policy_still_allows)."""
-        if call.state in CALL_DECIDED:
-            if (current := arguments_hash(call.arguments)) != call.decided_hash:
-                how = "approved" if call.state == CallState.APPROVED else "allowed by the policy"
-                self._send_back(
-                    call,
-                    f"Its arguments changed after they were {how}.",
-                    {"decided_hash": call.decided_hash, "arguments_hash": current},
-                )
-                return None
-            if not self._policy_still_allows(session, call):
-                return None
         per_session = session.calls_per_minute or settings.AGENTDASH_SESSION_CALLS_PER_MINUTE
         per_tool = settings.AGENTDASH_TOOL_CALLS_PER_MINUTE.get(call.tool_name)
         running = settings.AGENTDASH_MAX_RUNNING_TOOLS
         with transaction.atomic():
-            # Under a share lock: a cancel (which locks the row to end the session) either
-            # committed before, and the call never starts, or waits until it has started,
-            # and then interrupts it. The status this step read may be stale by now.
+            # Under a share lock: a cancel (which locks the row to end the session and
+            # settle its calls) either committed before, and the call never starts, or
+            # waits until this has committed, and then interrupts the running call. The
+            # status this step read may be stale by now.
             session.status = _status_of(session.pk, lock=True)
             if session.is_finished:
                 call.refresh_from_db(fields=["state"])  # settled as the session ended
                 return None
+            if call.state in CALL_DECIDED:
+                if (current := arguments_hash(call.arguments)) != call.decided_hash:
+                    how = (
+                        "approved" if call.state == CallState.APPROVED else "allowed by the policy"
+                    )
+                    self._send_back(
+                        call,
+                        f"Its arguments changed after they were {how}.",
+                        {"decided_hash": call.decided_hash, "arguments_hash": current},
+                    )
+                    return None
+                if not self._policy_still_allows(session, call):
+                    return None
             if per_session or per_tool or running:
                 _lock_rate_limits()
                 limit = _over_limit(session, call, per_session, per_tool, running)

@@ -313,13 +313,13 @@ def test_a_cancel_that_lands_after_the_step_loaded_the_session_still_stops_its_c
     decide(call.pk, user=operator, approve=True)
     # The step has read the session (running) and its approved call; the cancel comes
     # just before the call would start.
-    checked = SessionRunner._policy_still_allows
+    start_call = SessionRunner._start
 
-    def cancelled_meanwhile(runner: SessionRunner, *args: Any) -> bool:
+    def cancelled_meanwhile(runner: SessionRunner, *args: Any) -> Any:
         cancel_session(reload(session), user=operator)
-        return checked(runner, *args)
+        return start_call(runner, *args)
 
-    monkeypatch.setattr(SessionRunner, "_policy_still_allows", cancelled_meanwhile)
+    monkeypatch.setattr(SessionRunner, "_start", cancelled_meanwhile)
     run_queued_steps()
 
     call.refresh_from_db()

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 from django.test import Client
 from django_tasks_db.models import DBTaskResult
 
@@ -31,8 +31,9 @@ from agentdash import audit
 from agentdash.approvals import AlreadyDecided, decide
 from agentdash.models import AgentSession, ApprovalDecision, AuditEvent, ExecutionResult, ToolCall
 from agentdash.models.policy import PolicyRule
+from agentdash.runner import SessionRunner, settle_open_calls
 from agentdash.sessions import start_session
-from agentdash.states import CallState, SessionStatus
+from agentdash.states import CallState, SessionStatus, transition
 from agentdash.worker import StepWorker
 from tests.subprocesses import ROOT, database_url
 
@@ -273,4 +274,66 @@ def test_two_worker_processes_run_each_step_exactly_once(two_workers, tmp_path):
         for worker in ids
     }
     assert pids <= ran, (pids, ran)
+    assert audit.verify().ok
+
+
+def test_a_call_never_starts_while_a_cancel_holds_its_session(
+    operator, run_queued_steps, monkeypatch
+):
+    """The cancel locks the session's row to end it and settle its calls. A step that has
+    claimed the session and is about to start an approved call reads the status under a
+    share lock, so it waits for the cancel and then finds the session ended: the call is
+    never started, never run."""
+    session = start_session(
+        goal="Cancelled at the worst moment",
+        owner=operator,
+        script=[
+            [{"type": "tool_use", "name": "write_file", "input": {"path": "a.txt", "content": ""}}],
+            [{"type": "text", "text": "Done."}],
+        ],
+    )
+    run_queued_steps()
+    call = ToolCall.objects.get(session=session)
+    decide(call.pk, user=operator, approve=True)
+
+    cancel_holds_the_row = threading.Event()
+    finish_the_cancel = threading.Event()
+
+    def cancel_slowly() -> None:
+        try:
+            with transaction.atomic():
+                held = AgentSession.objects.select_for_update().get(pk=session.pk)
+                cancel_holds_the_row.set()
+                finish_the_cancel.wait(10)
+                transition(held, SessionStatus.CANCELLED, actor="user:olivia")
+                settle_open_calls(held, actor="user:olivia", reason="The session was cancelled.")
+        finally:
+            connections.close_all()
+
+    canceller = threading.Thread(target=cancel_slowly)
+    start_call = SessionRunner._start
+    waited: list[float] = []
+
+    def start_during_the_cancel(runner: SessionRunner, *args: Any) -> Any:
+        # The step has claimed the session and read its approved call: now the cancel.
+        canceller.start()
+        assert cancel_holds_the_row.wait(10)
+        threading.Timer(0.5, finish_the_cancel.set).start()
+        began = time.monotonic()
+        try:
+            return start_call(runner, *args)
+        finally:
+            waited.append(time.monotonic() - began)
+
+    monkeypatch.setattr(SessionRunner, "_start", start_during_the_cancel)
+    run_queued_steps()
+    canceller.join(10)
+
+    [start_took] = waited
+    assert start_took >= 0.4  # it waited for the cancel
+    call.refresh_from_db()
+    assert call.state == CallState.REJECTED
+    assert call.started_at is None
+    assert not (session.workspace / "a.txt").exists()
+    assert AgentSession.objects.get(pk=session.pk).status == SessionStatus.CANCELLED
     assert audit.verify().ok

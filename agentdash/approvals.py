@@ -223,8 +223,18 @@ def decide_many(
 def _locked_calls() -> QuerySet[ToolCall]:
     """Calls to decide, locked, with their session but not its script: a scripted
     session's script holds every turn it will play, and decoding it at each decision
-    cost more than the rest of the read (nothing here needs it; it loads if asked)."""
-    return ToolCall.objects.select_for_update().select_related("session").defer("session__script")
+    cost more than the rest of the read (nothing here needs it; it loads if asked).
+
+    Only the call's row is locked (`of`): locking the session's too, after the call's,
+    deadlocked on PostgreSQL with a runner that holds the session (share) and starts
+    that very call (an operator deciding it twice). The runner and the cancel lock the
+    session before its calls; a decision changes the session only for a call that was
+    pending, which no runner can be starting."""
+    return (
+        ToolCall.objects.select_for_update(of=("self",))
+        .select_related("session")
+        .defer("session__script")
+    )
 
 
 def _check_permission(user: AbstractBaseUser) -> None:

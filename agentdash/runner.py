@@ -118,7 +118,8 @@ class SessionRunner:
         # The latest result this runner stored for each call: the results turn is built
         # from these without reading them back.
         self.stored_results: dict[int, ExecutionResult] = {}
-        # The session's policy rules, read once per step when a call is about to start.
+        # The session's policy rules, read once per step when a call is about to start (a
+        # rule saved while the step runs its calls applies from the next step on).
         self.rules: policy.RuleSet | None = None
 
     # -- the lease --------------------------------------------------------------------
@@ -204,7 +205,7 @@ class SessionRunner:
         turn, calls = _latest_turn(session)
         for call in calls:
             if call.state == CallState.RUNNING:
-                self._interrupt(call)
+                self._interrupt(session, call)
             elif call.state == CallState.PENDING_APPROVAL and _overdue(call):
                 self._expire(call)
         for call in calls:
@@ -272,17 +273,20 @@ class SessionRunner:
 
     # -- tool calls ---------------------------------------------------------------------
 
-    def _interrupt(self, call: ToolCall) -> None:
+    def _interrupt(self, session: AgentSession, call: ToolCall) -> None:
         """A call still `running` while we hold the lease: its worker died mid-run."""
-        tool = self.registry.get(call.tool_name)
-        rerun = tool is not None and tool.idempotent
-        note = "re-running it (the tool is idempotent)" if rerun else "not re-run"
+        refusal = self._rerun_refusal(session, call, attempts=call.results.count() + 1)
+        if refusal is None:
+            note = "It is run again (its tool is idempotent)."
+        else:
+            note = f"It was not run again: {refusal}."
         message = (
-            f"The worker running this call stopped before it finished; it may or may not "
-            f"have taken effect. It was {note}."
+            "The worker running this call stopped before it finished; it may or may not "
+            f"have taken effect. {note}"
         )
         with transaction.atomic():
-            transition(call, CallState.INTERRUPTED, actor=ACTOR, payload={"rerun": rerun})
+            payload = {"rerun": refusal is None, **({"why_not": refusal} if refusal else {})}
+            transition(call, CallState.INTERRUPTED, actor=ACTOR, payload=payload)
             self._store_result(call, status=ExecutionStatus.INTERRUPTED, error=message)
 
     def _expire(self, call: ToolCall) -> None:
@@ -452,18 +456,31 @@ class SessionRunner:
         return self.rules.decide(tool, call.arguments or {}, workspace=session.workspace)
 
     def _should_rerun(self, session: AgentSession, call: ToolCall) -> bool:
-        """An interrupted call runs again if its tool is idempotent, it has attempts left,
-        and the policy does not now deny it (as for a first run, see _policy_still_allows;
-        it stays interrupted, its result says so)."""
+        """An interrupted call runs again unless _rerun_refusal says why not (it then stays
+        interrupted, and its result says so)."""
         if call.state != CallState.INTERRUPTED:
             return False
+        return self._rerun_refusal(session, call, attempts=call.results.count()) is None
+
+    def _rerun_refusal(self, session: AgentSession, call: ToolCall, *, attempts: int) -> str | None:
+        """Why an interrupted call may not run again, or None when it may: its tool must
+        be idempotent, with attempts left, and the policy must allow it now as it would a
+        first run (see _policy_still_allows): not denied, and not asked about unless a
+        human approved it under what the rule now asks of its approvers."""
         tool = self.registry.get(call.tool_name)
         if tool is None or not tool.idempotent:
-            return False
-        if call.results.count() >= settings.AGENTDASH_MAX_ATTEMPTS:
-            return False
+            return "its tool is not idempotent, so it might take effect twice"
+        if attempts >= settings.AGENTDASH_MAX_ATTEMPTS:
+            return f"it was tried {attempts} times"
         ruling = self._ruling_now(session, call)
-        return ruling is not None and ruling.action != "deny"
+        assert ruling is not None  # the tool exists
+        if ruling.action == "deny":
+            return ruling.reason.rstrip(".")
+        if ruling.action == "ask":
+            approved = call.decisions.filter(approved=True, round=call.approval_round).exists()
+            if not approved or policy.stricter_requirements(call, ruling):
+                return f"{ruling.reason.rstrip('.')}, and nobody approved it for that"
+        return None
 
     def _run_call(self, session: AgentSession, call: ToolCall, *, rerun: bool) -> None:
         """Run a call that _start() moved to running and record its result."""

@@ -189,7 +189,16 @@ def test_an_interrupted_idempotent_call_is_run_again(run_queued_steps):
     assert status_of(session) == SessionStatus.COMPLETED
 
 
-def test_an_interrupted_call_the_policy_now_denies_is_not_run_again(run_queued_steps):
+@pytest.mark.parametrize(
+    ("action", "why"),
+    [
+        ("deny", "It was not run again: Denied by rule"),
+        ("ask", "It was not run again: Held for an operator by rule"),
+    ],
+)
+def test_an_interrupted_call_the_policy_no_longer_allows_is_not_run_again(
+    run_queued_steps, action, why
+):
     session = start_session(
         goal="List files",
         script=[
@@ -199,15 +208,19 @@ def test_an_interrupted_call_the_policy_now_denies_is_not_run_again(run_queued_s
     )
     runner = SessionRunner(session.pk)
     assert runner._claim()
-    runner.step()
+    runner.step()  # list_dir is allowed by its read-only hint, no human involved
     call = ToolCall.objects.get(session=session)
     transition(call, CallState.RUNNING, actor="runner")
     AgentSession.objects.filter(pk=session.pk).update(lease_expires_at=None, lease_owner="")
-    PolicyRule.objects.create(name="no listings", tool="list_dir", action="deny")
+    PolicyRule.objects.create(name="listings", tool="list_dir", action=action)
 
     run_queued_steps()
 
     call.refresh_from_db()
     assert call.state == CallState.INTERRUPTED
-    assert [r.status for r in call.results.all()] == ["interrupted"]
-    assert status_of(session) == SessionStatus.COMPLETED  # the model read the interruption
+    [result] = call.results.all()
+    assert result.status == "interrupted"
+    assert why in result.observation  # the model reads why it was not run again
+    interrupted = AuditEvent.objects.get(tool_call_id=call.pk, kind="toolcall.interrupted")
+    assert interrupted.payload["rerun"] is False
+    assert status_of(session) == SessionStatus.COMPLETED

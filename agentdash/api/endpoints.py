@@ -141,18 +141,21 @@ def _session(session_id: int) -> AgentSession:
 @api.post("/sessions", response={201: s.SessionOut, **WRITE}, tags=["sessions"])
 def create_session(request: HttpRequest, body: s.SessionStartIn) -> Status:
     """Start a session: its first step is queued at once."""
-    session = start_session(
-        goal=body.goal,
-        owner=request.user,
-        provider=body.provider,
-        model=body.model,
-        script=body.script,
-        enabled_tools=body.tools,
-        system_prompt=body.system_prompt,
-        max_steps=body.max_steps,
-        max_tokens=body.max_tokens,
-        max_cost=body.max_cost,
-    )
+    try:
+        session = start_session(
+            goal=body.goal,
+            owner=request.user,
+            provider=body.provider,
+            model=body.model,
+            script=body.script,
+            enabled_tools=body.tools,
+            system_prompt=body.system_prompt,
+            max_steps=body.max_steps,
+            max_tokens=body.max_tokens,
+            max_cost=body.max_cost,
+        )
+    except ValueError as refusal:  # what changed since the schema checked it (a key removed)
+        return Status(422, s.ValidationErrorOut(detail=str(refusal), errors=[]))
     return Status(201, _session(session.pk))
 
 

@@ -135,9 +135,9 @@ def _acknowledging(messages: list[dict[str, Any]], content: list[dict[str, Any]]
     ]
     if not errors:
         return content
+    which = "My last call" if len(errors) == 1 else f"{len(errors)} of my last calls"
     note = (
-        f"My last call did not go through: {' '.join(errors)} "
-        "I'll go on with the rest of the demo.\n\n"
+        f"{which} did not go through: {' '.join(errors)} I'll go on with the rest of the demo.\n\n"
     )
     return [{"type": "text", "text": note}, *content]
 

@@ -58,18 +58,22 @@ def start(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return render(request, "agentdash/sessions/new.html", {"form": form}, status=400)
     data = form.cleaned_data
-    session = start_session(
-        goal=data["goal"],
-        owner=request.user,
-        provider=data["provider"],
-        model=data["model"],
-        script=data["script"],
-        enabled_tools=data["tools"],
-        system_prompt=data["system_prompt"],
-        max_steps=data["max_steps"],
-        max_tokens=data["max_tokens"],
-        max_cost=data["max_cost"],
-    )
+    try:
+        session = start_session(
+            goal=data["goal"],
+            owner=request.user,
+            provider=data["provider"],
+            model=data["model"],
+            script=data["script"],
+            enabled_tools=data["tools"],
+            system_prompt=data["system_prompt"],
+            max_steps=data["max_steps"],
+            max_tokens=data["max_tokens"],
+            max_cost=data["max_cost"],
+        )
+    except ValueError as refusal:  # what changed since the form checked it (a key removed)
+        form.add_error(None, str(refusal))
+        return render(request, "agentdash/sessions/new.html", {"form": form}, status=400)
     return redirect("session-detail", session_id=session.pk)
 
 

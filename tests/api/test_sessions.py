@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agentdash import sessions
 from agentdash.models import AgentSession, AuditEvent, ToolCall
 from agentdash.sessions import start_session
 from agentdash.states import CallState, SessionStatus
@@ -150,3 +151,17 @@ def test_someone_else_without_the_permission_may_not_cancel(as_viewer, pending):
     assert response.status_code == 403
     assert "Only the session's owner" in response.json()["detail"]
     assert AgentSession.objects.get(pk=call.session_id).status == SessionStatus.WAITING_APPROVAL
+
+
+def test_a_start_refused_after_the_schema_checked_it_is_a_422(as_operator, monkeypatch):
+    # What the schema checked can change before the session is made (a key removed).
+    def provider_gone(name: str) -> None:
+        raise ValueError("Anthropic (Claude) is not configured here.")
+
+    monkeypatch.setattr(sessions, "check_provider", provider_gone)  # the schema's is not
+
+    response = as_operator.post("/sessions", {"goal": "x"})
+
+    assert response.status_code == 422
+    assert "is not configured here" in response.json()["detail"]
+    assert not AgentSession.objects.exists()

@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from agentdash import sessions
 from agentdash.models import AgentSession, ToolCall
 from agentdash.sessions import start_session
 from agentdash.states import CallState, SessionStatus
@@ -301,3 +302,19 @@ def test_a_page_that_is_not_there_says_so_within_the_dashboard(as_operator, path
     page = parse(response.text)
     assert page.one(testid="error-page").one(tag="h1").text == "Not found"
     assert page.one(tag="nav")  # the way back: the dashboard's own navigation
+
+
+def test_a_start_refused_after_the_form_checked_it_is_shown_on_the_form(
+    as_operator, no_api_keys, monkeypatch
+):
+    # What the form checked can change before the session is made (a key removed).
+    def provider_gone(name: str) -> None:
+        raise ValueError("Anthropic (Claude) is not configured here.")
+
+    monkeypatch.setattr(sessions, "check_provider", provider_gone)
+
+    response = as_operator.post(NEW, valid_start())
+
+    assert response.status_code == 400
+    assert "is not configured here" in parse(response.content).one(role="alert").text
+    assert not AgentSession.objects.exists()

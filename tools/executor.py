@@ -362,7 +362,7 @@ def _failed(
     # A failing tool (a missing file, a bad regex) is an everyday outcome the model is
     # told of, not an operator alarm: one line, and the traceback only when debugging.
     error = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
-    logger.info("tool %s failed: %s", tool.name, error)
+    logger.info("tool %s failed: %s", tool.name, " ".join(error.split())[:500])
     logger.debug("tool %s failed", tool.name, exc_info=failure)
     return _outcome(call, tool, started, ExecutionStatus.ERROR, error=error, parameters=arguments)
 

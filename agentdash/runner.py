@@ -208,9 +208,11 @@ class SessionRunner:
                 self._interrupt(session, call)
             elif call.state == CallState.PENDING_APPROVAL and _overdue(call):
                 self._expire(call)
+        ran = False
         for call in calls:
             if call.is_decided or self._should_rerun(session, call):
                 rerun = call.state == CallState.INTERRUPTED
+                # Reads the status afresh: a cancel while the previous call ran ends here.
                 if (limit := self._start(session, call)) is not None:
                     return self._hold_back(session, call, limit)
                 if call.state != CallState.RUNNING:
@@ -218,9 +220,11 @@ class SessionRunner:
                         return session.status  # cancelled before the call could start
                     continue  # sent back for approval, or rejected by the policy
                 self._run_call(session, call, rerun=rerun)
-                session.status = _status_of(session.pk)
-                if session.is_finished:
-                    return session.status
+                ran = True
+        if ran:
+            session.status = _status_of(session.pk)  # cancelled while the last call ran?
+            if session.is_finished:
+                return session.status
         if any(call.state == CallState.PENDING_APPROVAL for call in calls):
             self._wait_for_approval(session, calls)
             return "waiting_approval"
@@ -388,14 +392,12 @@ class SessionRunner:
                 )
                 self._store_denial(call, ruling)
             return False
-        if ruling.action != "ask":
+        if not _needs_a_human(call, ruling, human_approved=call.state == CallState.APPROVED):
             return True
         if call.state == CallState.AUTO_APPROVED:
             why = f"Allowed when proposed, but now: {ruling.reason}."
-        elif policy.stricter_requirements(call, ruling):
-            why = f"Approved, but a rule now asks more of its approvers: {ruling.reason}."
         else:
-            return True  # approved as the policy asks
+            why = f"Approved, but a rule now asks more of its approvers: {ruling.reason}."
         self._send_back(
             call, why, {"when": "before running", **ruling.audit_payload()}, ruling=ruling
         )
@@ -476,10 +478,9 @@ class SessionRunner:
         assert ruling is not None  # the tool exists
         if ruling.action == "deny":
             return ruling.reason.rstrip(".")
-        if ruling.action == "ask":
-            approved = call.decisions.filter(approved=True, round=call.approval_round).exists()
-            if not approved or policy.stricter_requirements(call, ruling):
-                return f"{ruling.reason.rstrip('.')}, and nobody approved it for that"
+        approved = call.decisions.filter(approved=True, round=call.approval_round).exists()
+        if _needs_a_human(call, ruling, human_approved=approved):
+            return f"{ruling.reason.rstrip('.')}, and nobody approved it for that"
         return None
 
     def _run_call(self, session: AgentSession, call: ToolCall, *, rerun: bool) -> None:
@@ -974,6 +975,15 @@ def _shrink_block(block: dict[str, Any]) -> dict[str, Any]:
     return {**block, "input": _omitted(size)}
 
 
+def _needs_a_human(call: ToolCall, ruling: policy.PolicyDecision, *, human_approved: bool) -> bool:
+    """Whether the policy, asked now, wants a human's approval the call does not have: it
+    asks, and no human approved the call, or the rule now asks more of its approvers
+    than they were asked when they did."""
+    if ruling.action != "ask":
+        return False
+    return not human_approved or bool(policy.stricter_requirements(call, ruling))
+
+
 def preview_of(tool: Any, arguments: dict[str, Any]) -> str:
     """What `tool` says it would do with `arguments`, recorded with the call."""
     if tool.preview is None:
@@ -1105,7 +1115,7 @@ _scripted_providers = _ScriptedProviders(CACHED_SESSIONS)
 
 
 def _status_of(session_id: int, *, lock: bool = False) -> str:
-    """The session's status now: asked around every call, so in plain SQL. `lock` holds
+    """The session's status now: asked before every call, so in plain SQL. `lock` holds
     a share lock on the row until the transaction ends (on SQLite the transaction
     already holds the database's write lock)."""
     share = " FOR SHARE" if lock and connection.vendor == "postgresql" else ""

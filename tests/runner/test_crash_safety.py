@@ -164,9 +164,10 @@ def test_a_call_running_when_its_worker_dies_is_interrupted_and_the_model_told(
     assert audit.verify().ok
 
 
-def test_an_interrupted_idempotent_call_is_run_again(run_queued_steps):
-    """The recovery logic itself, with the crash staged: the call is left `running`
-    under a lapsed lease, exactly as a SIGKILLed worker leaves it."""
+def interrupted_listing() -> tuple[AgentSession, ToolCall]:
+    """The crash staged: a list_dir call (auto-approved by its read-only hint, no human
+    involved) left `running` under a lapsed lease, exactly as a SIGKILLed worker leaves
+    it."""
     session = start_session(
         goal="List files",
         script=[
@@ -180,6 +181,12 @@ def test_an_interrupted_idempotent_call_is_run_again(run_queued_steps):
     call = ToolCall.objects.get(session=session)
     transition(call, CallState.RUNNING, actor="runner")
     AgentSession.objects.filter(pk=session.pk).update(lease_expires_at=None, lease_owner="")
+    return session, call
+
+
+def test_an_interrupted_idempotent_call_is_run_again(run_queued_steps):
+    """The recovery logic itself, with the crash staged."""
+    session, call = interrupted_listing()
 
     run_queued_steps()
 
@@ -199,19 +206,7 @@ def test_an_interrupted_idempotent_call_is_run_again(run_queued_steps):
 def test_an_interrupted_call_the_policy_no_longer_allows_is_not_run_again(
     run_queued_steps, action, why
 ):
-    session = start_session(
-        goal="List files",
-        script=[
-            [{"type": "tool_use", "id": "l1", "name": "list_dir", "input": {"path": "."}}],
-            [{"type": "text", "text": "Done."}],
-        ],
-    )
-    runner = SessionRunner(session.pk)
-    assert runner._claim()
-    runner.step()  # list_dir is allowed by its read-only hint, no human involved
-    call = ToolCall.objects.get(session=session)
-    transition(call, CallState.RUNNING, actor="runner")
-    AgentSession.objects.filter(pk=session.pk).update(lease_expires_at=None, lease_owner="")
+    session, call = interrupted_listing()
     PolicyRule.objects.create(name="listings", tool="list_dir", action=action)
 
     run_queued_steps()

@@ -408,6 +408,8 @@ def test_cancelling_stops_a_tool_while_it_runs(operator):
     assert "cancelled" in call.latest_result.observation
     assert reload(session).status == SessionStatus.CANCELLED
     assert not thread.is_alive()
+    # The step ended with the call: no results turn, no further model call.
+    assert list(Message.objects.filter(session=session).values_list("index", flat=True)) == [0, 1]
 
 
 def test_the_worker_claims_ready_steps_oldest_first_each_once():

@@ -11,8 +11,9 @@ a task of its own; the worker's sweep queues again a try whose task was lost wit
 worker that died (`sweep_deliveries`). A delivery is tried up to
 AGENTDASH_WEBHOOK_MAX_ATTEMPTS times: again after a timeout, a connection error, 408,
 429 or a 5xx, waiting AGENTDASH_WEBHOOK_BACKOFF_SECONDS, then twice that, and so on
-(or longer, when a Retry-After asks for it); any other answer is final. Every try is recorded on the
-WebhookDelivery row (attempts, last status code or error, next attempt, delivered at).
+(or longer, when a Retry-After asks for it); any other answer is final. Every try is
+recorded on the WebhookDelivery row (attempts, last status code or error, next
+attempt, delivered at).
 
 What a receiver gets, and how it checks it
 ------------------------------------------

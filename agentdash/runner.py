@@ -51,7 +51,7 @@ from django.db.models import Q, QuerySet
 from django.tasks import task
 from django.utils import timezone
 
-from agentdash import audit, live, policy, toolbox, worker
+from agentdash import audit, live, policy, rows, toolbox, worker
 from agentdash.models import AgentSession, ApprovalDecision, ExecutionResult, Message, ToolCall
 from agentdash.models.sessions import arguments_hash
 from agentdash.providers import (
@@ -132,7 +132,7 @@ class SessionRunner:
         expires = now + timedelta(seconds=settings.AGENTDASH_LEASE_SECONDS)
         adapt = connection.ops.adapt_datetimefield_value
         params = [self.lease_owner, adapt(expires), self.session_id, *_ACTIVE, adapt(now)]
-        claimed = list(AgentSession.objects.raw(_CLAIM_SQL, params))
+        claimed = rows.fetch(_SESSION_COLUMNS, _CLAIM_SQL, params)
         return claimed[0] if claimed else None
 
     def _release(self) -> None:
@@ -872,22 +872,15 @@ _ACTIVE = frozenset({SessionStatus.QUEUED, SessionStatus.RUNNING, SessionStatus.
 # SQLite building its query costs several times running it). S608: only the model's
 # own table and column names are formatted in; every value is a parameter.
 _SESSION_TABLE = AgentSession._meta.db_table
+_SESSION_COLUMNS = rows.Columns(AgentSession, exclude=["script"])
 _CLAIM_SQL = (
     f'UPDATE "{_SESSION_TABLE}" SET "lease_owner" = %s, "lease_expires_at" = %s '  # noqa: S608
     f'WHERE "id" = %s AND "status" IN ({", ".join(["%s"] * len(_ACTIVE))}) '
-    'AND ("lease_expires_at" IS NULL OR "lease_expires_at" < %s) RETURNING '
-    + ", ".join(
-        f'"{field.column}"'
-        for field in AgentSession._meta.concrete_fields
-        if field.name != "script"
-    )
+    f'AND ("lease_expires_at" IS NULL OR "lease_expires_at" < %s) RETURNING {_SESSION_COLUMNS.sql}'
 )
 _STATUS_SQL = f'SELECT "status" FROM "{_SESSION_TABLE}" WHERE "id" = %s'  # noqa: S608
-
-
-def _select_sql(model: type[Any], where: str, order: str) -> str:
-    columns = ", ".join(f'"{field.column}"' for field in model._meta.concrete_fields)
-    return f'SELECT {columns} FROM "{model._meta.db_table}" WHERE {where} ORDER BY {order}'  # noqa: S608
+_MESSAGE_COLUMNS = rows.Columns(Message)
+_CALL_COLUMNS = rows.Columns(ToolCall)
 
 
 # Which of a reply's call ids the session already used (the IN list's placeholders are
@@ -896,18 +889,25 @@ _SEEN_CALL_IDS_SQL = (
     f'SELECT "call_id" FROM "{ToolCall._meta.db_table}" '  # noqa: S608
     'WHERE "session_id" = %%s AND "call_id" IN (%s)'
 )
-_LATEST_TURN_SQL = _select_sql(Message, '"session_id" = %s', '"index" DESC LIMIT 1')
-_TURN_CALLS_SQL = _select_sql(ToolCall, '"message_id" = %s', '"position"')
+_LATEST_TURN_SQL = (
+    f'SELECT {_MESSAGE_COLUMNS.sql} FROM "{Message._meta.db_table}" '  # noqa: S608
+    'WHERE "session_id" = %s ORDER BY "index" DESC LIMIT 1'
+)
+_TURN_CALLS_SQL = (
+    f'SELECT {_CALL_COLUMNS.sql} FROM "{ToolCall._meta.db_table}" '  # noqa: S608
+    'WHERE "message_id" = %s ORDER BY "position"'
+)
 
 
 def _latest_turn(session: AgentSession) -> tuple[Message | None, list[ToolCall]]:
     """The session's latest message and its tool calls in order, read at every step (in
     plain SQL, as the claim reads the session), their relations set to what is known."""
-    turn = next(iter(Message.objects.raw(_LATEST_TURN_SQL, [session.pk])), None)
-    if turn is None:
+    latest = rows.fetch(_MESSAGE_COLUMNS, _LATEST_TURN_SQL, [session.pk])
+    if not latest:
         return None, []
+    turn = latest[0]
     turn.session = session
-    calls = list(ToolCall.objects.raw(_TURN_CALLS_SQL, [turn.pk]))
+    calls = rows.fetch(_CALL_COLUMNS, _TURN_CALLS_SQL, [turn.pk])
     for call in calls:
         call.session, call.message = session, turn
     return turn, calls

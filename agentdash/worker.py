@@ -41,6 +41,8 @@ from django.utils import timezone
 from django_tasks_db.management.commands.db_worker import Worker as TaskWorker
 from django_tasks_db.models import DBTaskResult, get_date_max
 
+from agentdash import rows
+
 logger = logging.getLogger(__name__)
 
 _wake = threading.Event()
@@ -213,17 +215,17 @@ def claim_next_task(worker: str) -> DBTaskResult | None:
         ops.adapt_datetimefield_value(get_date_max()),
         ops.adapt_datetimefield_value(now),
     ]
-    claimed = list(DBTaskResult.objects.raw(_claim_sql(connection.vendor), params))
+    claimed = rows.fetch(_TASK_COLUMNS, _claim_sql(connection.vendor), params)
     return claimed[0] if claimed else None
 
 
 _CLAIM_SQL: dict[str, str] = {}
+_TASK_COLUMNS = rows.Columns(DBTaskResult)
 
 
 def _claim_sql(vendor: str) -> str:
     if (sql := _CLAIM_SQL.get(vendor)) is None:
         table = DBTaskResult._meta.db_table
-        columns = ", ".join(field.column for field in DBTaskResult._meta.concrete_fields)
         append_worker, lock = "json_insert(worker_ids, '$[#]', %s)", ""
         if vendor == "postgresql":
             append_worker = "worker_ids || jsonb_build_array(%s::text)"
@@ -240,5 +242,5 @@ def _claim_sql(vendor: str) -> str:
                 ORDER BY priority DESC, run_after ASC, enqueued_at ASC
                 LIMIT 1 {lock}
             )
-            RETURNING {columns}"""  # noqa: S608
+            RETURNING {_TASK_COLUMNS.sql}"""  # noqa: S608
     return sql

@@ -334,7 +334,11 @@ class ProcessSandbox(Sandbox):
             limits=limits,
             started=started,
         )
-        holder.kill()  # nothing of a finished run may outlive it (no-op inside a pid namespace)
+        if not self.use_bwrap:
+            # Nothing of a finished run may outlive it. In bubblewrap's pid namespace the
+            # kernel has seen to that already: when its pid 1 exited, every process left
+            # in the namespace was killed, and bubblewrap exits only after that.
+            holder.kill()
         groups = holder.groups
         return finished.result(
             limit_hit(

@@ -282,7 +282,8 @@ def update_if(obj: models.Model, expected: Mapping[str, Any], updates: Mapping[s
         for field, value in zip([*set_fields, *where_fields], values, strict=True)
     ]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params[: len(set_fields)], obj.pk, *params[len(set_fields) :]])
+        key = model._meta.pk.get_db_prep_value(obj.pk, connection)  # a UUID is text on SQLite
+        cursor.execute(sql, [*params[: len(set_fields)], key, *params[len(set_fields) :]])
         return cursor.rowcount
 
 

@@ -4,11 +4,10 @@ Steps are Django tasks stored by django-tasks-db. Its own worker loop polls on a
 interval, claims a row in an exclusive transaction of three statements and closes the
 database connection around every task (with CONN_MAX_AGE 0, reconnecting each time).
 Ours claims the next ready row with one UPDATE ... RETURNING (SKIP LOCKED on
-PostgreSQL), runs it through django-tasks-db's own `run_task` (which records its outcome
-and sends the task signals), keeps its connection while there is work (closing it only
-after an error), and sleeps on an event that `wake()` sets the moment a step is queued in
-this process, so a decision reaches its tool in milliseconds rather than an interval
-later.
+PostgreSQL), runs it as django-tasks-db's worker does (`run_task`: the same signals, the
+same outcome recorded), keeps its connection while there is work (closing it only after
+an error), and sleeps on an event that `wake()` sets the moment a step is queued in this
+process, so a decision reaches its tool in milliseconds rather than an interval later.
 
 Workers in other processes are woken too: on PostgreSQL, `schedule()` sends a NOTIFY in
 the transaction that queues the step (delivered when it commits) and every worker
@@ -36,12 +35,13 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
-from django.tasks import DEFAULT_TASK_QUEUE_NAME, TaskResultStatus
+from django.tasks import DEFAULT_TASK_QUEUE_NAME, TaskContext, TaskResultStatus
+from django.tasks.signals import task_finished, task_started
 from django.utils import timezone
-from django_tasks_db.management.commands.db_worker import Worker as TaskWorker
 from django_tasks_db.models import DBTaskResult, get_date_max
 
 from agentdash import rows
+from agentdash.states import update_if
 
 logger = logging.getLogger(__name__)
 
@@ -136,17 +136,7 @@ class StepWorker:
         self.poll_interval = poll_interval or settings.AGENTDASH_WORKER_POLL_SECONDS
         self.sweep_interval = sweep_interval or settings.AGENTDASH_SWEEP_SECONDS
         self.stop = stop or threading.Event()
-        # django-tasks-db's worker, for running a claimed row exactly as its own loop does.
-        self.tasks = TaskWorker(
-            queue_names=[DEFAULT_TASK_QUEUE_NAME],
-            interval=0,
-            batch=True,
-            backend_name=TASK_BACKEND,
-            startup_delay=False,
-            max_tasks=None,
-            worker_id=worker_id(),
-            excluded_queue_names=[],
-        )
+        self.worker_id = worker_id()
 
     def run(self) -> None:
         logger.info("worker %s started", worker_id())
@@ -176,8 +166,8 @@ class StepWorker:
     def run_ready_steps(self) -> int:
         """Run every task that is ready, one after the other; returns how many ran."""
         count = 0
-        while not self.stop.is_set() and (row := claim_next_task(self.tasks.worker_id)):
-            self.tasks.run_task(row)
+        while not self.stop.is_set() and (row := claim_next_task(self.worker_id)):
+            run_task(row)
             count += 1
         return count
 
@@ -217,6 +207,43 @@ def claim_next_task(worker: str) -> DBTaskResult | None:
     ]
     claimed = rows.fetch(_TASK_COLUMNS, _claim_sql(connection.vendor), params)
     return claimed[0] if claimed else None
+
+
+def run_task(row: DBTaskResult) -> None:
+    """Run a claimed task row and record how it ended, as django-tasks-db's own worker
+    does (Worker.run_task: task_started, the call, the outcome, task_finished; a failure
+    recorded by the row's set_failed), but a success with one plain UPDATE: the ORM's
+    save() was the largest part of ending a step, the moment its session holds no
+    process any more."""
+    try:
+        task = row.task
+        task_result = row.task_result
+        backend = type(task.get_backend())
+        task_started.send(sender=backend, task_result=task_result)
+        if task.takes_context:
+            context = TaskContext(task_result=task_result)
+            return_value = task.call(context, *task_result.args, **task_result.kwargs)
+        else:
+            return_value = task.call(*task_result.args, **task_result.kwargs)
+        outcome = {
+            "status": TaskResultStatus.SUCCESSFUL,
+            "return_value": return_value,
+            "finished_at": timezone.now(),
+            "exception_class_path": "",
+            "traceback": "",
+        }
+        update_if(row, {}, outcome)
+        for name, value in outcome.items():
+            setattr(row, name, value)
+        task_finished.send(sender=backend, task_result=row.task_result)
+    except BaseException as error:
+        row.set_failed(error)
+        try:
+            backend = type(row.task.get_backend())
+        except Exception:
+            logger.exception("task %s failed and names no task that can be loaded", row.id)
+        else:
+            task_finished.send(sender=backend, task_result=row.task_result)
 
 
 _CLAIM_SQL: dict[str, str] = {}

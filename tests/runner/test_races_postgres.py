@@ -57,7 +57,7 @@ def pending_calls(owner: Any) -> list[ToolCall]:
         start_session(
             goal=f"Race {n}", owner=owner, script=[writes, [{"type": "text", "text": "Done."}]]
         )
-    StepWorker().tasks.run()
+    StepWorker().run_ready_steps()
     calls = list(ToolCall.objects.order_by("pk"))
     assert len(calls) == SESSIONS * CALLS_PER_SESSION
     assert {call.state for call in calls} == {CallState.PENDING_APPROVAL}

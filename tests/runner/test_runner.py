@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import PermissionDenied
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
+from django.tasks.signals import task_finished
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
@@ -28,7 +29,7 @@ from agentdash.states import (
     transition,
     update_if,
 )
-from agentdash.worker import StepWorker, claim_next_task
+from agentdash.worker import StepWorker, claim_next_task, run_task
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -425,6 +426,44 @@ def test_the_worker_claims_ready_steps_oldest_first_each_once():
         assert stored.status == "RUNNING"
         assert stored.started_at is not None
     assert claim_next_task("worker-a") is None  # the third is not due for an hour
+
+
+def test_a_finished_step_records_its_outcome_and_says_so():
+    session = start_session(goal="Say hi.", script=[[text("Hi.")]])
+    finished: list[Any] = []
+
+    def on_finished(task_result: Any, **kwargs: Any) -> None:
+        finished.append(task_result)
+
+    task_finished.connect(on_finished)
+    try:
+        run_task(claim_next_task("worker-a"))
+    finally:
+        task_finished.disconnect(on_finished)
+
+    [row] = DBTaskResult.objects.all()
+    assert row.status == "SUCCESSFUL"
+    assert row.return_value == SessionStatus.COMPLETED
+    assert row.finished_at is not None
+    assert [(r.status, r.return_value) for r in finished] == [
+        ("SUCCESSFUL", SessionStatus.COMPLETED)
+    ]
+    assert reload(session).status == SessionStatus.COMPLETED
+
+
+def test_a_failed_step_is_recorded_as_failed(monkeypatch):
+    start_session(goal="Say hi.", script=[[text("Hi.")]])
+
+    def database_gone(runner: SessionRunner) -> str:
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(SessionRunner, "advance", database_gone)
+    run_task(claim_next_task("worker-a"))
+
+    [row] = DBTaskResult.objects.all()
+    assert row.status == "FAILED"
+    assert row.exception_class_path == "django.db.utils.OperationalError"
+    assert "the database went away" in row.traceback
 
 
 def test_steps_in_one_process_send_the_model_the_whole_conversation(operator):

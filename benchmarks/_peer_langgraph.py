@@ -7,7 +7,12 @@ in the benchmark) proposes a write_file call; a tool node asks for approval with
 `interrupt()` and, once resumed with an approval, runs the same write_file function
 agentdash runs (tools/builtin/files.py, in a workspace of its own) and hands the result
 back to the model node. The checkpointer is langgraph-checkpoint-sqlite's SqliteSaver on
-a file, in its own default modes (WAL).
+a file, set up as agentdash's SQLite is: WAL (SqliteSaver's own choice) and
+synchronous=NORMAL (SQLite's default, FULL, syncs the log to disk at every commit, which
+agentdash does not do). Checkpoints are written with durability "sync", before
+the graph goes on, as agentdash stores a step's rows before the next one starts
+(LangGraph's default, "async", writes them on a background thread while the next node
+already runs, so the resume figure would leave the tool step's checkpoint out).
 
 - pause: from the model node's return to `invoke()` returning with the interrupt
   checkpointed (the process then holds nothing for the thread);
@@ -75,16 +80,18 @@ def _probe() -> dict[str, Any]:
         graph.add_edge("model", "tool")
         graph.add_edge("tool", "model")
         database = sqlite3.connect(root / "checkpoints.sqlite", check_same_thread=False)
+        database.execute("PRAGMA synchronous=NORMAL")  # for this connection, as agentdash's
         app = graph.compile(checkpointer=SqliteSaver(database))
         config: Any = {"configurable": {"thread_id": "bench"}, "recursion_limit": 10 * CYCLES}
 
         pause_ms, resume_ms = [], []
-        app.invoke({"messages": [{"role": "user", "content": "pause and resume"}]}, config)
+        goal = {"messages": [{"role": "user", "content": "pause and resume"}]}
+        app.invoke(goal, config, durability="sync")
         pause_ms.append((time.perf_counter() - marks["model_returned"]) * 1000)
         for _ in range(CYCLES):
             time.sleep(OPERATOR_THINKS_SECONDS)
             began = time.perf_counter()
-            app.invoke(Command(resume="approve"), config)
+            app.invoke(Command(resume="approve"), config, durability="sync")
             paused = time.perf_counter()
             resume_ms.append((marks["model_called"] - began) * 1000)
             pause_ms.append((paused - marks["model_returned"]) * 1000)

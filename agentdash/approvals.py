@@ -231,6 +231,10 @@ def _locked_calls(ids: list[int]) -> list[ToolCall]:
     that very call (an operator deciding it twice). The runner and the cancel lock the
     session before its calls; a decision changes the session only for a call that was
     pending, which no runner can be starting."""
+    # An id beyond the key's range names no call (SQLite's driver would refuse it).
+    ids = [call_id for call_id in ids if 0 < call_id <= _MAX_KEY]
+    if not ids:
+        return []
     lock = f' FOR UPDATE OF "{_CALL_TABLE}"' if connection.features.has_select_for_update else ""
     placeholders = ", ".join(["%s"] * len(ids))
     with connection.cursor() as cursor:
@@ -245,6 +249,7 @@ def _locked_calls(ids: list[int]) -> list[ToolCall]:
 
 
 _CALL_TABLE = ToolCall._meta.db_table
+_MAX_KEY = 2**63 - 1  # the largest BIGINT
 _SESSION_TABLE = AgentSession._meta.db_table
 _CALL_COLUMNS = rows.Columns(ToolCall, table=_CALL_TABLE)
 _SESSION_COLUMNS = rows.Columns(AgentSession, table=_SESSION_TABLE, exclude=["script"])

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from agentdash import audit, runner
-from agentdash.approvals import AlreadyDecided, InvalidEdit, decide
+from agentdash.approvals import AlreadyDecided, InvalidEdit, decide, decide_many
 from agentdash.models import AgentSession, AuditEvent, Message, ToolCall
 from agentdash.runner import SessionRunner, advance_session
 from agentdash.sessions import cancel_session, start_session
@@ -176,6 +176,14 @@ def test_a_second_decision_is_refused_naming_who_decided(
     with pytest.raises(AlreadyDecided, match="approved by user:olivia"):
         decide(call.pk, user=second_operator, approve=False, reason="too late")
     assert call.decisions.count() == 1
+
+
+@pytest.mark.parametrize("call_id", [987654, 2**63, 0], ids=["unknown", "beyond-a-bigint", "zero"])
+def test_deciding_a_call_that_does_not_exist_says_so(operator, call_id):
+    with pytest.raises(ToolCall.DoesNotExist):
+        decide(call_id, user=operator, approve=True)
+    with pytest.raises(ToolCall.DoesNotExist):
+        decide_many([call_id], user=operator, approve=False)
 
 
 def test_deciding_needs_the_permission(run_queued_steps, viewer):

@@ -183,6 +183,7 @@ def bwrap_argv(
         *namespaces,
         "--disable-userns",
         *("--uid", str(NOBODY), "--gid", str(NOBODY)),
+        # --die-with-parent also ends the whole run when it has finished (see _run_held).
         *("--die-with-parent", "--new-session", "--clearenv"),
         *("--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", SANDBOX_TMP),
         *("--setenv", "LANG", "C.UTF-8"),
@@ -335,9 +336,11 @@ class ProcessSandbox(Sandbox):
             started=started,
         )
         if not self.use_bwrap:
-            # Nothing of a finished run may outlive it. In bubblewrap's pid namespace the
-            # kernel has seen to that already: when its pid 1 exited, every process left
-            # in the namespace was killed, and bubblewrap exits only after that.
+            # Nothing of a finished run may outlive it. Inside bubblewrap the kernel sees to
+            # that: bubblewrap's outer process (the holder) exits once the program has, its
+            # pid 1 dies with it (--die-with-parent), and with the namespace's pid 1 every
+            # process left in the namespace is killed. The cgroups' removal, which kills
+            # what it finds, is the backstop.
             holder.kill()
         groups = holder.groups
         return finished.result(

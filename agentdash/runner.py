@@ -423,18 +423,6 @@ class SessionRunner:
         """Back to the approval queue, in a new round, with a fresh deadline (the step
         then waits, see _wait_for_approval): the arguments changed after they were
         decided, or the policy (`ruling`) now asks about a call it had allowed."""
-        now = timezone.now()
-        waits = (ruling and ruling.expires_after) or timedelta(
-            seconds=settings.AGENTDASH_APPROVAL_TIMEOUT_SECONDS
-        )
-        approvers: dict[str, Any] = {}
-        if ruling is not None:
-            approvers = {
-                "policy_rule": ruling.rule,
-                "required_group": ruling.required_group,
-                "approvals_required": ruling.approvals_required,
-                "four_eyes": ruling.four_eyes,
-            }
         transition(
             call,
             CallState.PENDING_APPROVAL,
@@ -443,9 +431,7 @@ class SessionRunner:
             approval_reason=reason,
             approval_round=call.approval_round + 1,
             decided_hash="",
-            proposed_at=now,
-            expires_at=now + waits,
-            **approvers,
+            **_waiting_for_a_human(ruling),
         )
 
     def _ruling_now(self, session: AgentSession, call: ToolCall) -> policy.PolicyDecision | None:
@@ -772,22 +758,13 @@ class SessionRunner:
             enter(call, CallState.REJECTED, actor="policy", payload=payload, **fields)
             self._store_denial(call, decision)
         elif decision.action == "ask":
-            waits = decision.expires_after or timedelta(
-                seconds=settings.AGENTDASH_APPROVAL_TIMEOUT_SECONDS
-            )
-            now = timezone.now()  # the deadline counts from the very moment it waits
             enter(
                 call,
                 CallState.PENDING_APPROVAL,
                 actor="policy",
                 payload=payload,
                 preview=preview_of(tool, arguments),
-                required_group=decision.required_group,
-                approvals_required=decision.approvals_required,
-                four_eyes=decision.four_eyes,
-                proposed_at=now,
-                expires_at=now + waits,
-                **fields,
+                **(fields | _waiting_for_a_human(decision)),
             )
         else:
             enter(
@@ -973,6 +950,25 @@ def _shrink_block(block: dict[str, Any]) -> dict[str, Any]:
     if size <= settings.AGENTDASH_MAX_STORED_ARGUMENT_BYTES:
         return block
     return {**block, "input": _omitted(size)}
+
+
+def _waiting_for_a_human(ruling: policy.PolicyDecision | None) -> dict[str, Any]:
+    """The fields of a call that starts to wait for a human now: its deadline, counted
+    from this very moment (the ruling's wait, or the default), and what the ruling, when
+    there is one, asks of its approvers."""
+    now = timezone.now()
+    waits = (ruling and ruling.expires_after) or timedelta(
+        seconds=settings.AGENTDASH_APPROVAL_TIMEOUT_SECONDS
+    )
+    fields: dict[str, Any] = {"proposed_at": now, "expires_at": now + waits}
+    if ruling is not None:
+        fields |= {
+            "policy_rule": ruling.rule,
+            "required_group": ruling.required_group,
+            "approvals_required": ruling.approvals_required,
+            "four_eyes": ruling.four_eyes,
+        }
+    return fields
 
 
 def _needs_a_human(call: ToolCall, ruling: policy.PolicyDecision, *, human_approved: bool) -> bool:

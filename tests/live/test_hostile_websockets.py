@@ -281,6 +281,14 @@ def real_socket(server, path: str, user):
     )
 
 
+def send_and_wait(socket, data: str | bytes) -> None:
+    """Sends one message and waits for the next. Daphne may fail the connection while
+    the client is still sending a refused frame (the send meets a reset) or after it
+    (the recv meets the close): either raises ConnectionClosed."""
+    socket.send(data)
+    socket.recv(timeout=10)
+
+
 @pytest.mark.slow
 def test_daphne_refuses_a_2_mb_frame_and_keeps_serving(daphne, operator):
     import http.client
@@ -291,9 +299,8 @@ def test_daphne_refuses_a_2_mb_frame_and_keeps_serving(daphne, operator):
         bystander.recv(timeout=10)  # the snapshot
         with real_socket(daphne, "/ws/sessions/", operator) as hostile:
             hostile.recv(timeout=10)
-            hostile.send(b"\x00" * (2 * 1024 * 1024))
             with pytest.raises(ConnectionClosed) as closed:
-                hostile.recv(timeout=10)
+                send_and_wait(hostile, b"\x00" * (2 * 1024 * 1024))
         # Daphne fails the connection (1009, though the close frame is often lost while
         # the client is still sending); never a normal close.
         received = closed.value.rcvd
@@ -301,9 +308,10 @@ def test_daphne_refuses_a_2_mb_frame_and_keeps_serving(daphne, operator):
 
         with real_socket(daphne, "/ws/sessions/", operator) as middling:
             middling.recv(timeout=10)
-            middling.send("x" * (django_settings.AGENTDASH_WEBSOCKET_MAX_MESSAGE_BYTES + 1))
             with pytest.raises(ConnectionClosed) as closed:
-                middling.recv(timeout=10)
+                send_and_wait(
+                    middling, "x" * (django_settings.AGENTDASH_WEBSOCKET_MAX_MESSAGE_BYTES + 1)
+                )
         # Just over our limit: `serve` gives Daphne the same limit, so Daphne refuses it
         # before buffering it (the consumer's own 4413 is tested without Daphne above).
         received = closed.value.rcvd

@@ -58,6 +58,67 @@ async def test_an_uncaught_exception_prints_its_traceback_and_exits_1(
     assert result.stderr.rstrip().endswith("ZeroDivisionError: division by zero")
 
 
+# The run's main process forks, then ends: its child has ended first (a zombie, which
+# pid 1 reaps) or still runs, writing a heartbeat (which pid 1's end kills).
+LEAVES_A_ZOMBIE = "import os, time\nif os.fork() == 0:\n    os._exit(0)\ntime.sleep(0.1)\n"
+LEAVES_A_CHILD = (
+    "import os, time\n"
+    "if os.fork() == 0:\n"
+    "    while True:\n"
+    "        with open('heartbeat', 'a') as beat:\n"
+    "            beat.write('.')\n"
+    "        time.sleep(0.02)\n"
+    "time.sleep(0.1)\n"
+)
+
+
+@pytest.mark.parametrize("left_behind", [LEAVES_A_ZOMBIE, LEAVES_A_CHILD], ids=["zombie", "child"])
+@pytest.mark.parametrize(
+    ("ending", "exit_code"),
+    [("import sys; sys.exit(7)", 7), ("import os; os.kill(os.getpid(), 15)", 128 + 15)],
+    ids=["exit", "signal"],
+)
+async def test_the_run_reports_its_status_whatever_it_leaves_behind(
+    warm: WarmSandbox, workspace: Path, left_behind: str, ending: str, exit_code: int
+):
+    """A run that left nothing running is reported by its pid 1 as soon as it has reaped
+    what is left; one that left a process running is reported once pid 1's end has killed
+    it. The status is the same either way, and nothing outlives the run."""
+    result = await warm.run(code=left_behind + ending, workdir=workspace)
+    assert result.exit_code == exit_code, result
+    assert not result.timed_out
+    heartbeat = workspace / "heartbeat"
+    beats = heartbeat.stat().st_size if heartbeat.exists() else 0
+    assert beats > 0 or left_behind == LEAVES_A_ZOMBIE
+    await asyncio.sleep(0.3)
+    assert (heartbeat.stat().st_size if heartbeat.exists() else 0) == beats, "still alive"
+
+
+async def test_a_run_that_asks_to_be_traced_harms_no_other_run(warm: WarmSandbox, tmp_path: Path):
+    """PTRACE_TRACEME makes the run's parent, pid 1 of its namespace, its tracer, whose
+    wait() then sees it stopped. That must neither end pid 1 nor reach the launcher (which
+    stopped, and took every other session's run with it): pid 1 lets the run go on."""
+    victim_workspace, attacker_workspace = tmp_path / "victim", tmp_path / "attacker"
+    victim_workspace.mkdir()
+    attacker_workspace.mkdir()
+    victim = asyncio.ensure_future(
+        warm.run(code="import time; time.sleep(1); print('done')", workdir=victim_workspace)
+    )
+    await asyncio.sleep(0.3)
+    attack = await warm.run(
+        code="import ctypes, os, signal\n"
+        "assert ctypes.CDLL(None).ptrace(0, 0, 0, 0) == 0  # PTRACE_TRACEME\n"
+        "signal.signal(signal.SIGUSR1, lambda *_: print('handled', flush=True))\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n",
+        workdir=attacker_workspace,
+    )
+    assert (attack.exit_code, attack.stdout) == (128 + signal.SIGTERM, "handled\n"), attack
+    assert (await victim).stdout == "done\n"
+    after = await warm.run(code="print('still serving')", workdir=victim_workspace)
+    assert after.stdout == "still serving\n"
+
+
 async def test_overlapping_runs_each_see_their_own_workspace(warm: WarmSandbox, tmp_path: Path):
     workspaces = [tmp_path / f"session-{n}" for n in range(5)]
     for number, path in enumerate(workspaces):

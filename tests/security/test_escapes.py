@@ -156,6 +156,47 @@ async def test_no_new_user_namespace_and_no_privilege(sandbox: Sandbox, workspac
     assert user == "65534 ['0000000000000000']", result
 
 
+async def test_the_hosts_kernel_settings_cannot_be_changed(sandbox: Sandbox, workspace: Path):
+    """Protection: /proc/sys, /proc/sysrq-trigger, /proc/irq and /proc/bus read-only. The
+    run's uid is the host's root seen from outside, and the kernel lets that uid write
+    global settings (kernel.core_pattern would have the host's root run a program) with
+    no capability at all. Every file there is opened for writing, and one setting is
+    written (with the value it has, so a failure changes nothing)."""
+    result = await run_python(
+        sandbox,
+        workspace,
+        """
+        import os
+        opened, tried = [], 0
+        for top in ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"):
+            paths = [top] if os.path.isfile(top) else [
+                os.path.join(folder, name) for folder, _, names in os.walk(top) for name in names
+            ]
+            for path in paths:
+                tried += 1
+                try:
+                    os.close(os.open(path, os.O_WRONLY))
+                    opened.append(path)
+                except OSError:
+                    pass
+        setting = "/proc/sys/kernel/printk_ratelimit"
+        value = open(setting).read()
+        try:
+            with open(setting, "w") as file:
+                file.write(value)
+            print("written")
+        except OSError as error:
+            print("refused", error.strerror)
+        print(tried > 100, opened[:5])
+        """,
+    )
+    assert result.exit_code == 0, result
+    assert result.stdout.splitlines() in (
+        ["refused Read-only file system", "True []"],
+        ["refused Permission denied", "True []"],  # Docker: not the host's root at all
+    ), result
+
+
 @pytest.mark.parametrize(
     "path",
     ["/etc/shadow", str(PROJECT_ROOT / "pyproject.toml"), str(Path.home() / ".bashrc")],

@@ -189,6 +189,11 @@ def bwrap_argv(
         *("--setenv", "LANG", "C.UTF-8"),
         *filesystem_binds(interpreter),
         *("--proc", "/proc", "--dev", "/dev", "--tmpfs", SANDBOX_TMP),
+        # The run's uid maps to the host's root, whom the kernel lets write /proc/sys (the
+        # host's kernel settings, not the run's namespaces') without any capability, and
+        # bubblewrap leaves it writable (it only looks whether the directory is). Its
+        # files read the same through the host's /proc: what they show follows the reader.
+        *("--ro-bind", "/proc/sys", "/proc/sys"),
         *("--bind", str(workdir), SANDBOX_WORKDIR, "--chdir", SANDBOX_WORKDIR),
         "--",
     ]
@@ -252,13 +257,14 @@ class ProcessSandbox(Sandbox):
             "network": "own empty network namespace" if isolated else False,
             "filesystem": (
                 "private view: /usr and the interpreter read-only, a fresh /tmp, "
-                "the workspace read-write"
+                "the workspace read-write, /proc/sys read-only"
                 if isolated
                 else False
             ),
             "processes_hidden": "own pid namespace and /proc" if isolated else False,
             "user": (
-                f"uid {NOBODY} in a user namespace, no capabilities, no new user namespaces"
+                f"uid {NOBODY} in a user namespace (the host's root outside it), "
+                "no capabilities, no new user namespaces"
                 if isolated
                 else False
             ),

@@ -259,10 +259,13 @@ class WarmSandbox(Sandbox):
             "network": "own empty network namespace per run",
             "filesystem": (
                 "private view: /usr and the interpreter read-only, a fresh /tmp, "
-                "the run's own workspace read-write"
+                "the run's own workspace read-write, /proc/sys read-only"
             ),
             "processes_hidden": "own pid namespace and /proc per run",
-            "user": f"uid {NOBODY} in a user namespace, no capabilities, no new user namespaces",
+            "user": (
+                f"uid {NOBODY} in a user namespace (the host's root outside it), "
+                "no capabilities, no new user namespaces"
+            ),
             "environment": "empty but PATH, HOME, LANG and PWD",
             "workdir": f"the workspace at {SANDBOX_WORKDIR}",
             "stdin": "closed",

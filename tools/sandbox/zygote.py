@@ -20,7 +20,8 @@ argv[3] and argv[4] are the default pids.max and memory limit): the zygote sends
 b"ready"; then per run the server sends b"run" with the file descriptors [run socket,
 stdout, stderr]. On the run socket the server sends one line of JSON (code or argv,
 workspace, limits); the supervisor answers {"status": <wait status>, "limits_hit": ...}
-once the run's whole pid namespace has ended, and closes it. The server hanging up the
+once nothing of the run is left (pid 1 of its namespace says so, or has ended), and
+closes it. The server hanging up the
 run socket kills the run.
 """
 
@@ -53,6 +54,7 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 PR_SET_NO_NEW_PRIVS = 38
+PTRACE_DETACH = 17
 PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -122,6 +124,24 @@ def show_only_workspace(workspace: str) -> None:
     mount(f"/workspaces/{workspace}", "/workspace", None, MS_BIND)
     mount("none", "/workspace", None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
     cover("/workspaces")
+
+
+PROC_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
+# Parts of /proc that change the host's kernel, not the run's namespaces: the run's uid
+# maps to the host's root, whom the kernel lets write them without any capability
+# (core_pattern alone would have the host's root run a program). Read-only, as bubblewrap
+# makes them for the process backend.
+READ_ONLY_PROC = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus")
+
+
+def protect_proc() -> None:
+    """READ_ONLY_PROC of the runner's /proc made read-only, by binds of themselves. Done by
+    the supervisor once the runner is ready: the runner first writes a sysctl of its own
+    user namespace (become_nobody), and has no capability left to undo the binds."""
+    for path in READ_ONLY_PROC:
+        if os.path.exists(path):
+            mount(path, path, None, MS_BIND | MS_REC)
+            mount("none", path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | PROC_FLAGS)
 
 
 def bring_up_loopback() -> None:
@@ -268,23 +288,50 @@ def _counter(directory: int, name: str, key: str) -> int:
     return next((int(line.split()[1]) for line in lines if line.split()[0] == key), 0)
 
 
-def init(jobs: socket.socket, procs: list[int]) -> None:
+def init(jobs: socket.socket, procs: list[int], report: int) -> None:
     """pid 1 of the spare's pid namespace: joins the run's cgroups (its children are born
     in them), starts the runner as pid 2 (pid 1 would be spared the default action of
     signals like SIGXCPU), reaps orphans, and ends with the runner's status, in the
-    shell's convention. Never returns."""
+    shell's convention. Never returns.
+
+    When the runner has ended and left nothing behind (init has no child, not even a
+    zombie: every process of the namespace is init's descendant, and an orphan is
+    re-parented before its parent's end is reported), the run is over, and init writes
+    the status on `report` before it exits: the supervisor need not wait for init's own
+    exit, a whole process's teardown, to tell the server. Otherwise init's exit kills
+    what is left, and the supervisor reports once it has reaped init."""
     for fd in procs:
         os.write(fd, b"0")  # "0": this thread
         os.close(fd)
     runner_pid = os.fork()
     if runner_pid == 0:
+        os.close(report)
         runner(jobs)
     jobs.close()
     while True:
         pid, status = os.wait()
+        if os.WIFSTOPPED(status):
+            # A process that asked to be traced (PTRACE_TRACEME) made its parent, init, its
+            # tracer: let it go on untraced, with the signal that stopped it.
+            _libc.ptrace(PTRACE_DETACH, pid, None, os.WSTOPSIG(status))
+            continue
         if pid == runner_pid:
             code = os.waitstatus_to_exitcode(status)
-            os._exit(128 - code if code < 0 else code)
+            code = 128 - code if code < 0 else code
+            if nothing_left():
+                os.write(report, str(code).encode())
+            os._exit(code)
+
+
+def nothing_left() -> bool:
+    """Whether init has no child left, once it has reaped those that ended."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if pid == 0:
+            return False  # one still runs
 
 
 def runner(jobs: socket.socket) -> None:
@@ -292,7 +339,7 @@ def runner(jobs: socket.socket) -> None:
     streams, the compiler paged in), waits for its run, then runs it. Never returns."""
     status = 1
     try:
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        mount("proc", "/proc", "proc", PROC_FLAGS)
         become_nobody()
         streams = standard_streams()
         compile("pass", "<string>", "exec")  # copies the compiler's pages before the run
@@ -303,6 +350,7 @@ def runner(jobs: socket.socket) -> None:
         os.environ.clear()
         os.environ.update(ENVIRONMENT)
         null = os.open("/dev/null", os.O_RDONLY)
+        jobs.send(b"ready")
         line, fds, _, _ = socket.recv_fds(jobs, MAX_REQUEST_BYTES, MAX_FDS)
         if not line:
             os._exit(0)  # the launcher is stopping: this spare is not needed
@@ -388,14 +436,25 @@ def spare(control: socket.socket, taken: int, launcher: str) -> None:
         procs = groups.procs()
         bring_up_loopback()
         jobs, runner_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        report_r, report_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            jobs.close()
-            control.close()
-            init(runner_end, procs)
+            try:  # never back into this function's handler, which speaks for the spare
+                jobs.close()
+                control.close()
+                os.close(report_r)
+                init(runner_end, procs, report_w)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(1)
         runner_end.close()
+        os.close(report_w)
         for fd in procs:
             os.close(fd)
+        if jobs.recv(16) != b"ready":
+            raise RuntimeError("the runner could not get ready")
+        protect_proc()
     except BaseException:
         traceback.print_exc()
         os.write(taken, b"x")
@@ -408,7 +467,7 @@ def spare(control: socket.socket, taken: int, launcher: str) -> None:
     os.write(taken, b"+")
     control.close()
     try:
-        supervise(socket.socket(fileno=fds[0]), fds[1:], jobs, pid, groups)
+        supervise(socket.socket(fileno=fds[0]), fds[1:], jobs, pid, report_r, groups)
     except BaseException:
         traceback.print_exc()  # this run fails (the server sees its socket close); no other
     _end(pid, groups)
@@ -416,10 +475,15 @@ def spare(control: socket.socket, taken: int, launcher: str) -> None:
 
 
 def supervise(
-    run: socket.socket, fds: list[int], jobs: socket.socket, pid: int, groups: RunGroups
+    run: socket.socket,
+    fds: list[int],
+    jobs: socket.socket,
+    pid: int,
+    report: int,
+    groups: RunGroups,
 ) -> None:
-    """Hand the run to the prepared runner, report how it ended, and kill it if the
-    server hangs up first."""
+    """Hand the run to the prepared runner, report how it ended (as init reported it, or
+    as init ended), and kill it if the server hangs up first."""
     request = _receive_line(run)
     parsed = json.loads(request)
     show_only_workspace(parsed["workspace"])
@@ -428,10 +492,15 @@ def supervise(
     for fd in fds:
         os.close(fd)
     pidfd = os.pidfd_open(pid)
-    ready, _, _ = select.select([pidfd, run], [], [])
-    if pidfd not in ready:  # the server hung up: the run ends now
-        os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
+    ready, _, _ = select.select([report, pidfd, run], [], [])
+    # Empty when init died without reporting (killed, or ended leaving processes behind).
+    reported = os.read(report, 16) if report in ready else b""
+    if reported:
+        status = int(reported) << 8  # as waitpid() gives init's exit with that code
+    else:
+        if run in ready and pidfd not in ready:  # the server hung up: the run ends now
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
     with contextlib.suppress(OSError):  # if the server is gone, nobody is told
         run.sendall(json.dumps({"status": status, "limits_hit": groups.limits_hit()}).encode())
     # The end of the message, now: removing the groups afterwards takes a while.

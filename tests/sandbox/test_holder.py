@@ -66,3 +66,31 @@ print(os.readlink("/proc/self/ns/net"))
     assert first.exit_code == second.exit_code == 0, (first, second)
     namespaces = {first.stdout, second.stdout, os.readlink("/proc/self/ns/net") + "\n"}
     assert len(namespaces) == 3
+
+
+async def test_the_fallback_claims_no_limit_that_its_run_could_undo(tmp_path: Path):
+    """Without bubblewrap, a server running as root runs code as root: it can leave its
+    cgroups (shown here) and raise its own hard rlimits, so the report names none of them
+    as enforced. Run by anyone else, they bind, and the report says so."""
+    sandbox = ProcessSandbox(use_bwrap=False)
+    try:
+        report = sandbox.protections()
+        escaped = await sandbox.run(
+            code="import os\n"
+            "try:\n"  # into the root pids cgroup, out of the run's
+            "    open('/sys/fs/cgroup/pids/cgroup.procs', 'w').write(str(os.getpid()))\n"
+            "    print('left')\n"
+            "except OSError:\n"
+            "    print('held')\n",
+            workdir=tmp_path,
+        )
+    finally:
+        await sandbox.aclose()
+    limits = ("memory", "processes", "cpu_time", "file_size", "open_files")
+    if os.geteuid() == 0:
+        assert escaped.stdout == "left\n", escaped
+        assert [name for name in limits if report[name] is not False] == []
+        assert report["kill_on_timeout"].startswith("process group only")
+    else:
+        assert escaped.stdout == "held\n", escaped
+        assert all(report[name] for name in limits if name != "processes")

@@ -252,6 +252,9 @@ class ProcessSandbox(Sandbox):
 
     def protections(self) -> dict[str, bool | str]:
         isolated = self.use_bwrap
+        # Root outside a user namespace can leave its cgroups and raise its own hard
+        # rlimits: for code that tries, none of them binds.
+        binding = isolated or os.geteuid() != 0
         return {
             "backend": self.name,
             "network": "own empty network namespace" if isolated else False,
@@ -272,29 +275,33 @@ class ProcessSandbox(Sandbox):
             "workdir": f"the workspace at {SANDBOX_WORKDIR}" if isolated else "the workspace",
             "stdin": "closed",
             "memory": (
-                "memory cgroup per run"
-                if "memory" in self.controllers
-                else "RLIMIT_AS (address space, not resident memory)"
+                (
+                    "memory cgroup per run"
+                    if "memory" in self.controllers
+                    else "RLIMIT_AS (address space, not resident memory)"
+                )
+                if binding
+                else False
             ),
-            "processes": "pids cgroup per run" if "pids" in self.controllers else False,
-            "cpu_time": "RLIMIT_CPU per process",
+            "processes": "pids cgroup per run" if "pids" in self.controllers and binding else False,
+            "cpu_time": "RLIMIT_CPU per process" if binding else False,
             "wall_time": True,
-            "file_size": "RLIMIT_FSIZE per file",
-            "open_files": "RLIMIT_NOFILE",
+            "file_size": "RLIMIT_FSIZE per file" if binding else False,
+            "open_files": "RLIMIT_NOFILE" if binding else False,
             "workspace_total_size": False,
-            "kill_on_timeout": self._kill_reach(),
+            "kill_on_timeout": self._kill_reach(binding),
         }
 
     async def aclose(self) -> None:
         await _holders_of_running_loop(self.controllers, self._held_namespaces).release()
         await self._removals.wait()
 
-    def _kill_reach(self) -> str:
+    def _kill_reach(self, binding: bool) -> str:
         if self.use_bwrap:
             return "pid namespace" + (" and cgroups" if self.controllers else "")
-        if self.controllers:
+        if self.controllers and binding:
             return "cgroups"
-        return "process group only: a grandchild that called setsid survives"
+        return "process group only: a grandchild that called setsid (or left its cgroups) survives"
 
     async def _run(self, command: Command, workdir: Path, limits: Limits) -> SandboxResult:
         started = time.monotonic()

@@ -288,6 +288,10 @@ AGENTDASH_DEFAULT_MODELS = {
 # The SDKs retry 408/409/429/5xx and connection errors this many times, with
 # exponential backoff that honours retry-after, before a session ends with the error.
 AGENTDASH_PROVIDER_MAX_RETRIES = int(os.environ.get("AGENTDASH_PROVIDER_MAX_RETRIES", "3"))
+# A stream that began (HTTP 200) and then failed before any of the reply arrived is
+# retried by agentdash within the same budget (the SDKs retry only failed responses),
+# first after this many seconds, doubled for each retry after it up to 8 s.
+AGENTDASH_PROVIDER_RETRY_DELAY = float(os.environ.get("AGENTDASH_PROVIDER_RETRY_DELAY", "0.5"))
 # Seconds without a byte from the API before a call counts as timed out.
 AGENTDASH_PROVIDER_TIMEOUT = float(os.environ.get("AGENTDASH_PROVIDER_TIMEOUT", "300"))
 # Tool-call arguments larger than this are not used: the model is told to send less.

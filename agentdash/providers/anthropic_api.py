@@ -4,12 +4,12 @@ import logging
 from typing import Any
 
 import anthropic
-import httpx2
 from anthropic.types import RawMessageStreamEvent
 
 from .base import (
     INPUT_ERROR,
     RAW_ARGUMENTS,
+    Attempt,
     ModelReply,
     ModelRequest,
     SDKProvider,
@@ -17,19 +17,17 @@ from .base import (
     TextCallback,
     ToolInputBuffer,
     Usage,
-    guarded,
 )
 from .errors import (
     MALFORMED_STREAM_ERRORS,
     STATUS_OF_ERROR_TYPE,
-    ProviderError,
+    BrokenStream,
     error_for_connection,
     error_for_malformed_stream,
     error_for_status,
     error_for_timeout,
-    error_for_truncated_stream,
+    raise_for_error_body,
     redact,
-    retries_taken,
 )
 
 logger = logging.getLogger(__name__)
@@ -44,6 +42,8 @@ _STOP_REASONS = {
     "refusal": StopReason.REFUSAL,
     "model_context_window_exceeded": StopReason.CONTEXT_EXCEEDED,
 }
+# Deltas of what the reply is made of: text (shown as it comes) and tool input.
+_CONTENT_DELTAS = {"text_delta", "input_json_delta"}
 _USAGE_FIELDS = (
     "input_tokens",
     "output_tokens",
@@ -59,7 +59,9 @@ class AnthropicProvider(SDKProvider):
     default_base_url = DEFAULT_BASE_URL
     client_class = anthropic.Anthropic
 
-    def complete(self, request: ModelRequest, on_text: TextCallback | None = None) -> ModelReply:
+    def _stream_reply(
+        self, attempt: Attempt, request: ModelRequest, on_text: TextCallback
+    ) -> ModelReply:
         params: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens,
@@ -72,37 +74,34 @@ class AnthropicProvider(SDKProvider):
         if request.tools:
             params["tools"] = request.tools
         try:
-            with self._client.messages.create(**params, stream=True) as stream:
-                return _read_stream(stream, guarded(on_text), self.label)
+            with attempt.client.messages.create(**params, stream=True) as stream:
+                attempt.answered(stream.response.request.headers)
+                raise_for_error_body(stream.response, self.endpoint.api_key)
+                return _read_stream(stream, on_text, attempt)
         except anthropic.APIStatusError as err:
-            raise self._status_error(err) from err
+            detail = redact(err.api_message or str(err.body or err.message), self.endpoint.api_key)
+            if err.status_code < 400:
+                # An `error` event inside a stream that had begun with 200: its type says
+                # what happened.
+                status = STATUS_OF_ERROR_TYPE.get(err.type or "", 500)
+                raise BrokenStream(status, f"{err.type}: {detail}") from err
+            raise error_for_status(
+                self.label,
+                err.status_code,
+                detail,
+                retries=attempt.answered(err.response.request.headers),
+                error_code=err.error_code,
+            ) from err
         except anthropic.APITimeoutError as err:
-            retries = retries_taken(err.request.headers)
+            retries = attempt.answered(err.request.headers)
             raise error_for_timeout(self.label, self.endpoint.timeout, retries) from err
         except anthropic.APIConnectionError as err:
             detail = redact(str(err.__cause__ or err), self.endpoint.api_key)
-            retries = retries_taken(err.request.headers)
+            retries = attempt.answered(err.request.headers)
             raise error_for_connection(self.label, self.endpoint.base_url, detail, retries) from err
-        except httpx2.TransportError as err:  # the connection broke mid-stream
-            raise error_for_truncated_stream(self.label) from err
         except MALFORMED_STREAM_ERRORS as err:
             logger.warning("%s sent an unreadable stream", self.label, exc_info=True)
             raise error_for_malformed_stream(self.label, err) from err
-
-    def _status_error(self, err: anthropic.APIStatusError) -> ProviderError:
-        detail = redact(err.api_message or str(err.body or err.message), self.endpoint.api_key)
-        if err.status_code < 400:
-            # An `error` event inside a stream that had begun with 200: its type says
-            # what happened, and the SDK did not (could not) retry it.
-            status = STATUS_OF_ERROR_TYPE.get(err.type or "", 500)
-            return error_for_status(self.label, status, f"{err.type}: {detail}", retries=None)
-        return error_for_status(
-            self.label,
-            err.status_code,
-            detail,
-            retries=retries_taken(err.response.request.headers),
-            error_code=err.error_code,
-        )
 
 
 def _outgoing_message(message: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +122,7 @@ def _outgoing_message(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_stream(
-    stream: anthropic.Stream[RawMessageStreamEvent], on_text: TextCallback, label: str
+    stream: anthropic.Stream[RawMessageStreamEvent], on_text: TextCallback, attempt: Attempt
 ) -> ModelReply:
     """Build the reply from the raw stream events, as plain dicts.
 
@@ -147,6 +146,7 @@ def _read_stream(
                 tool_inputs[event.index] = ToolInputBuffer()
             blocks[event.index] = block
         elif event.type == "content_block_delta":
+            attempt.content_started |= event.delta.type in _CONTENT_DELTAS
             _apply_delta(blocks[event.index], tool_inputs.get(event.index), event.delta, on_text)
         elif event.type == "content_block_stop" and event.index in tool_inputs:
             block = blocks[event.index]
@@ -158,7 +158,7 @@ def _read_stream(
         elif event.type == "message_stop":
             finished = True
     if not finished or stop_reason is None:
-        raise error_for_truncated_stream(label)
+        raise BrokenStream(None)
     # A tool_use cut off by max_tokens never got its content_block_stop.
     for index, buffer in tool_inputs.items():
         blocks[index].update(buffer.decode(blocks[index]["name"]))

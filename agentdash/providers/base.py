@@ -9,15 +9,24 @@ format convert at their edge, so the runner and the database only ever see this 
 import json
 import logging
 import os
+import random
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
+import httpx2
 from django.conf import settings
 
-from .errors import ErrorKind, ProviderError
+from .errors import (
+    BrokenStream,
+    ErrorKind,
+    ProviderError,
+    error_for_broken_stream,
+    retries_taken,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -270,10 +279,38 @@ def resolve_endpoint(
     )
 
 
+# The longest wait before a retry SDKProvider makes itself, as the SDKs cap theirs.
+MAX_RETRY_DELAY_SECONDS = 8.0
+
+
+def retry_delay(retry: int) -> float:
+    """Seconds to wait before retry number `retry` (1 for the first) of one call."""
+    first = settings.AGENTDASH_PROVIDER_RETRY_DELAY
+    delay = min(first * 2 ** (retry - 1), MAX_RETRY_DELAY_SECONDS)
+    # Up to a quarter less at random, so that sessions hit together do not retry together.
+    return delay * (1 - 0.25 * random.random())  # noqa: S311 (jitter, not a secret)
+
+
+@dataclass
+class Attempt:
+    """One request of a model call, as SDKProvider.complete's retry loop needs it."""
+
+    client: Any  # the SDK client, allowed only the retries the call has left
+    retries: int  # retries made for the call so far; `answered` adds the SDK's for this one
+    # Text or tool input arrived: it may have been shown, and a retry would repeat it.
+    content_started: bool = False
+
+    def answered(self, request_headers: Mapping[str, str]) -> int:
+        """Count the retries the SDK made before the response it streamed or gave up on."""
+        self.retries += retries_taken(request_headers)
+        return self.retries
+
+
 class SDKProvider:
     """A provider that calls an HTTP API through its vendor's SDK client: where and how
     it calls comes from `resolve_endpoint`, under the SDK's own environment variables."""
 
+    label: ClassVar[str]  # how messages name the API: "Anthropic"
     env_prefix: ClassVar[str]  # "ANTHROPIC" reads ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL
     default_base_url: ClassVar[str]
     client_class: ClassVar[Callable[..., Any]]  # anthropic.Anthropic, openai.OpenAI
@@ -303,6 +340,41 @@ class SDKProvider:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.endpoint!r})"
+
+    def complete(self, request: ModelRequest, on_text: TextCallback | None = None) -> ModelReply:
+        """See Provider.complete. A stream that begins (HTTP 200) and then fails with a
+        retryable error, or stops short, before any content arrived is retried like a
+        429 or 5xx response, within the same budget of retries; after content arrived it
+        is not, since the caller may already have shown that part of the reply."""
+        emit = guarded(on_text)  # once: a callback that failed stays skipped on a retry
+        budget = self.endpoint.max_retries
+        retries = 0
+        while True:
+            attempt = Attempt(self._client.with_options(max_retries=budget - retries), retries)
+            try:
+                return self._stream_reply(attempt, request, emit)
+            except (BrokenStream, httpx2.TransportError) as err:
+                # A transport error escaping the SDK means the connection broke mid-stream.
+                broken = err if isinstance(err, BrokenStream) else BrokenStream(None)
+                error = error_for_broken_stream(
+                    self.label, broken, retries=attempt.retries, streamed=attempt.content_started
+                )
+                if attempt.content_started or not error.retryable or attempt.retries >= budget:
+                    raise error from err
+                retries = attempt.retries + 1
+                delay = retry_delay(retries)
+                logger.warning(
+                    "%s: %s; retry %d of %d in %.2f s", self.label, broken, retries, budget, delay
+                )
+                time.sleep(delay)
+
+    def _stream_reply(
+        self, attempt: Attempt, request: ModelRequest, on_text: TextCallback
+    ) -> ModelReply:
+        """One request through `attempt.client`. Raises BrokenStream when the stream
+        failed after it began (setting `attempt.content_started` when it delivered any
+        content first) and ProviderError for any other failure."""
+        raise NotImplementedError
 
 
 def configured_reason(env_prefix: str) -> str | None:

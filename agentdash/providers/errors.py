@@ -1,13 +1,18 @@
 """ProviderError, and how an HTTP failure of any LLM API becomes one an operator understands.
 
 Both SDKs retry 408, 409, 429 and 5xx (and connection failures) themselves, with
-exponential backoff that honours `retry-after`; by the time one of these errors is
-built, those retries are spent, and the message says so.
+exponential backoff that honours `retry-after`; SDKProvider.complete retries the same
+failures when they arrive inside a stream that had begun (which the SDKs cannot), as
+long as none of the reply had been streamed. By the time one of these errors is built,
+the retries are spent, and the message says so.
 """
 
+import json
 import re
 from collections.abc import Mapping
 from enum import StrEnum
+
+import httpx2
 
 
 class ErrorKind(StrEnum):
@@ -85,10 +90,10 @@ def _short(detail: str) -> str:
     return detail if len(detail) <= _DETAIL_LIMIT else detail[:_DETAIL_LIMIT] + "..."
 
 
-def _persisted(retries: int | None) -> str:
-    """How the SDK's retries went; None means the failure came mid-stream, where nothing
-    is retried because part of the reply had already been delivered."""
-    if retries is None:
+def _persisted(retries: int, streamed: bool) -> str:
+    """How the retries went; `streamed` means the failure came after part of the reply
+    had been streamed (and perhaps shown), where a retry would repeat it."""
+    if streamed:
         return " in the middle of the reply, not retried because part of it had been streamed"
     if retries == 0:
         return ", not retried"  # retries were off, or the server said not to
@@ -112,8 +117,9 @@ def error_for_status(
     status_code: int,
     detail: str,
     *,
-    retries: int | None,
+    retries: int,
     error_code: str | None = None,
+    streamed: bool = False,
 ) -> ProviderError:
     """The ProviderError for an HTTP error status (or its stream-event equivalent)."""
     detail = _short(detail)
@@ -148,7 +154,7 @@ def error_for_status(
             status_code=status_code,
         )
     return ProviderError(
-        f"{label} {what} ({status_code}){_persisted(retries)}: {detail}",
+        f"{label} {what} ({status_code}){_persisted(retries, streamed)}: {detail}",
         kind,
         retryable=True,
         status_code=status_code,
@@ -171,9 +177,55 @@ def error_for_connection(label: str, base_url: str, detail: str, retries: int) -
     )
 
 
-def error_for_truncated_stream(label: str) -> ProviderError:
+class BrokenStream(Exception):
+    """A reply whose stream had begun (HTTP 200) failed before its end, by an error
+    event or by the stream stopping short. The SDKs retry only failed responses, so
+    SDKProvider.complete decides whether to retry this, then makes it a ProviderError."""
+
+    def __init__(
+        self, status_code: int | None, detail: str = "", error_code: str | None = None
+    ) -> None:
+        super().__init__(detail or "the stream stopped before the reply was complete")
+        self.status_code = status_code  # as HTTP would have said it; None: cut short
+        self.detail = detail
+        self.error_code = error_code
+
+
+def raise_for_error_body(response: httpx2.Response, secret: str | None) -> None:
+    """Some gateways answer a streamed request with HTTP 200 and a plain JSON error
+    (`{"error": {...}}`) where the event stream should be. Read as a stream it would be
+    empty, a stream cut short: raise it as the error it says it is instead."""
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        return
+    try:
+        error = json.loads(response.read()).get("error")
+    except (ValueError, AttributeError):
+        return  # not a JSON object: the stream reader reports what it makes of it
+    if not isinstance(error, dict):
+        return
+    code = str(error.get("code") or "")
+    # Anthropic names the error by type; vLLM and others put the status they mean in code.
+    status = STATUS_OF_ERROR_TYPE.get(str(error.get("type")))
+    status = status or (int(code) if code.isdigit() else 500)
+    detail = redact(str(error.get("message") or error), secret)
+    raise BrokenStream(status, detail, error_code=code or None)
+
+
+def error_for_broken_stream(
+    label: str, broken: BrokenStream, *, retries: int, streamed: bool
+) -> ProviderError:
+    if broken.status_code is not None:
+        return error_for_status(
+            label,
+            broken.status_code,
+            broken.detail,
+            retries=retries,
+            error_code=broken.error_code,
+            streamed=streamed,
+        )
+    how = "not retried because part of it had been streamed" if streamed else _tried(retries)
     return ProviderError(
-        f"{label} closed the stream before the reply was complete",
+        f"{label} closed the stream before the reply was complete ({how})",
         ErrorKind.CONNECTION,
         retryable=True,
     )

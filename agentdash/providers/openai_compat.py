@@ -11,6 +11,7 @@ from openai.types.chat import ChatCompletionChunk
 
 from .base import (
     RAW_ARGUMENTS,
+    Attempt,
     ModelReply,
     ModelRequest,
     SDKProvider,
@@ -18,18 +19,16 @@ from .base import (
     TextCallback,
     ToolInputBuffer,
     Usage,
-    guarded,
 )
 from .errors import (
     MALFORMED_STREAM_ERRORS,
-    ProviderError,
+    BrokenStream,
     error_for_connection,
     error_for_malformed_stream,
     error_for_status,
     error_for_timeout,
-    error_for_truncated_stream,
+    raise_for_error_body,
     redact,
-    retries_taken,
 )
 
 logger = logging.getLogger(__name__)
@@ -51,7 +50,9 @@ class OpenAICompatibleProvider(SDKProvider):
     default_base_url = DEFAULT_BASE_URL
     client_class = openai.OpenAI
 
-    def complete(self, request: ModelRequest, on_text: TextCallback | None = None) -> ModelReply:
+    def _stream_reply(
+        self, attempt: Attempt, request: ModelRequest, on_text: TextCallback
+    ) -> ModelReply:
         params: dict[str, Any] = {
             "model": request.model,
             "messages": to_openai_messages(request.system, request.messages),
@@ -63,33 +64,32 @@ class OpenAICompatibleProvider(SDKProvider):
         if request.tools:
             params["tools"] = [to_openai_tool(tool) for tool in request.tools]
         try:
-            with self._client.chat.completions.create(**params) as stream:
-                return _read_stream(stream, guarded(on_text), self.label)
+            with attempt.client.chat.completions.create(**params) as stream:
+                attempt.answered(stream.response.request.headers)
+                raise_for_error_body(stream.response, self.endpoint.api_key)
+                return _read_stream(stream, on_text, attempt)
         except openai.APIStatusError as err:
             detail = redact(_api_message(err.body) or err.message, self.endpoint.api_key)
-            retries = retries_taken(err.response.request.headers)
+            retries = attempt.answered(err.response.request.headers)
             raise error_for_status(
                 self.label, err.status_code, detail, retries=retries, error_code=err.code
             ) from err
         except openai.APITimeoutError as err:
-            retries = retries_taken(err.request.headers)
+            retries = attempt.answered(err.request.headers)
             raise error_for_timeout(self.label, self.endpoint.timeout, retries) from err
         except openai.APIConnectionError as err:
             detail = redact(str(err.__cause__ or err), self.endpoint.api_key)
-            retries = retries_taken(err.request.headers)
+            retries = attempt.answered(err.request.headers)
             raise error_for_connection(self.label, self.endpoint.base_url, detail, retries) from err
         except openai.APIError as err:
-            # An error object inside a stream that had begun with 200.
-            raise self._stream_error(err) from err
+            # An error object inside a stream that had begun with 200. vLLM and others
+            # put the HTTP status they mean in `code`.
+            status = int(err.code) if err.code and err.code.isdigit() else 500
+            detail = redact(err.message, self.endpoint.api_key)
+            raise BrokenStream(status, detail, error_code=err.code) from err
         except MALFORMED_STREAM_ERRORS as err:
             logger.warning("%s sent an unreadable stream", self.label, exc_info=True)
             raise error_for_malformed_stream(self.label, err) from err
-
-    def _stream_error(self, err: openai.APIError) -> ProviderError:
-        detail = redact(err.message, self.endpoint.api_key)
-        # vLLM and others put the HTTP status they mean in `code`.
-        status = int(err.code) if err.code and err.code.isdigit() else 500
-        return error_for_status(self.label, status, detail, retries=None, error_code=err.code)
 
 
 def _api_message(body: object) -> str | None:
@@ -172,7 +172,7 @@ def _tool_result_text(block: dict[str, Any]) -> str:
 
 
 def _read_stream(
-    stream: openai.Stream[ChatCompletionChunk], on_text: TextCallback, label: str
+    stream: openai.Stream[ChatCompletionChunk], on_text: TextCallback, attempt: Attempt
 ) -> ModelReply:
     model = ""
     text: list[str] = []
@@ -187,6 +187,8 @@ def _read_stream(
             usage = _usage(chunk.usage)
         for choice in chunk.choices[:1]:
             delta = choice.delta
+            # Content a retry would repeat: text is shown as it comes.
+            attempt.content_started |= bool(delta.content or delta.refusal or delta.tool_calls)
             if delta.content:
                 text.append(delta.content)
                 on_text(delta.content)
@@ -201,7 +203,7 @@ def _read_stream(
                     arguments[call.index].append(call.function.arguments or "")
             finish_reason = choice.finish_reason or finish_reason
     if finish_reason is None:  # every choice ends with one: the stream was cut short
-        raise error_for_truncated_stream(label)
+        raise BrokenStream(None)
     content: list[dict[str, Any]] = []
     if text or refusal:
         content.append({"type": "text", "text": "".join(text + refusal)})

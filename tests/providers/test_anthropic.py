@@ -295,10 +295,110 @@ def test_a_rejected_key_is_never_repeated_in_the_error(fake_anthropic):
     assert len(fake_anthropic.requests) == 1
 
 
-def test_an_error_event_mid_stream_ends_the_call_without_a_retry(fake_anthropic):
-    events = message_events([{"type": "text", "text": "Partial answer"}])
-    # Everything up to the end of the text block, then the API's error event.
-    fake_anthropic.enqueue(stream_of([*events[:-3], error_event("overloaded_error", "Overloaded")]))
+# What a stream holds before its first content: the message, and a keep-alive.
+BEFORE_CONTENT = message_events([])[:2]
+OVERLOADED = error_event("overloaded_error", "Overloaded")
+
+
+@pytest.mark.parametrize(
+    "error_type", ["overloaded_error", "rate_limit_error", "api_error", "timeout_error"]
+)
+def test_an_error_event_before_any_content_is_retried(fake_anthropic, error_type):
+    fake_anthropic.enqueue(
+        stream_of([*BEFORE_CONTENT, error_event(error_type, "Try again")]),
+        message_stream([{"type": "text", "text": "Made it."}]),
+    )
+    deltas = []
+
+    reply = provider_for(fake_anthropic, max_retries=3).complete(request(), on_text=deltas.append)
+
+    assert reply.text == "Made it."
+    assert "".join(deltas) == "Made it."
+    assert len(fake_anthropic.requests) == 2
+    assert fake_anthropic.requests[1].body == fake_anthropic.requests[0].body
+
+
+def test_thinking_is_not_content_a_retry_would_repeat(fake_anthropic):
+    thinking = {"type": "thinking", "thinking": "Let me see.", "signature": "c2ln"}
+    events = message_events([thinking, {"type": "text", "text": "Never sent"}])
+    fake_anthropic.enqueue(
+        stream_of([*events[:-6], OVERLOADED]),  # the thinking block, then the error
+        message_stream([{"type": "text", "text": "Made it."}]),
+    )
+
+    reply = provider_for(fake_anthropic, max_retries=1).complete(request())
+
+    assert reply.text == "Made it."
+    assert len(fake_anthropic.requests) == 2
+
+
+def test_an_error_event_before_content_every_time_ends_after_the_retries(fake_anthropic):
+    fake_anthropic.enqueue(*[stream_of([*BEFORE_CONTENT, OVERLOADED])] * 4)
+
+    with pytest.raises(ProviderError) as caught:
+        provider_for(fake_anthropic, max_retries=3).complete(request())
+
+    assert caught.value.kind is ErrorKind.OVERLOADED
+    assert caught.value.retryable
+    assert caught.value.status_code == 529
+    assert caught.value.message == (
+        "Anthropic overload (529) persisted after 3 retries: overloaded_error: Overloaded"
+    )
+    assert len(fake_anthropic.requests) == 4
+
+
+def test_the_sdk_retries_and_the_stream_retries_share_one_budget(fake_anthropic):
+    fake_anthropic.enqueue(
+        error_response(429, "rate_limit_error", "Slow down", retry_after=TINY_RETRY_AFTER),
+        *[stream_of([*BEFORE_CONTENT, error_event("rate_limit_error", "Slow down")])] * 3,
+    )
+
+    with pytest.raises(ProviderError) as caught:
+        provider_for(fake_anthropic, max_retries=2).complete(request())
+
+    # The SDK's retry of the 429, then one of the stream: two retries, three requests.
+    assert caught.value.message == (
+        "Anthropic rate limit (429) persisted after 2 retries: rate_limit_error: Slow down"
+    )
+    assert len(fake_anthropic.requests) == 3
+    assert fake_anthropic.pending == 1
+
+
+def test_with_retries_off_an_early_error_event_is_not_retried(fake_anthropic):
+    fake_anthropic.enqueue(stream_of([*BEFORE_CONTENT, OVERLOADED]))
+
+    with pytest.raises(ProviderError) as caught:
+        provider_for(fake_anthropic, max_retries=0).complete(request())
+
+    assert caught.value.message == (
+        "Anthropic overload (529), not retried: overloaded_error: Overloaded"
+    )
+    assert len(fake_anthropic.requests) == 1
+
+
+def test_an_error_event_that_no_retry_can_fix_is_not_retried(fake_anthropic):
+    error = error_event("invalid_request_error", "tools.0: bad schema")
+    fake_anthropic.enqueue(stream_of([*BEFORE_CONTENT, error]))
+
+    with pytest.raises(ProviderError) as caught:
+        provider_for(fake_anthropic, max_retries=3).complete(request())
+
+    assert caught.value.kind is ErrorKind.BAD_REQUEST
+    assert not caught.value.retryable
+    assert len(fake_anthropic.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("block", "shown"),
+    [
+        ({"type": "text", "text": "Partial answer"}, "Partial answer"),
+        ({"type": "tool_use", "id": "toolu_08", "name": "read_file", "input": {"path": "a"}}, ""),
+    ],
+)
+def test_an_error_event_after_content_is_not_retried_and_says_so(fake_anthropic, block, shown):
+    events = message_events([block])
+    # Everything up to the end of the block, then the API's error event.
+    fake_anthropic.enqueue(stream_of([*events[:-3], OVERLOADED]))
     deltas = []
 
     with pytest.raises(ProviderError) as caught:
@@ -306,22 +406,65 @@ def test_an_error_event_mid_stream_ends_the_call_without_a_retry(fake_anthropic)
 
     assert caught.value.kind is ErrorKind.OVERLOADED
     assert caught.value.retryable
-    assert "in the middle of the reply" in caught.value.message
-    assert "Overloaded" in caught.value.message
-    assert "".join(deltas) == "Partial answer"
+    assert caught.value.message == (
+        "Anthropic overload (529) in the middle of the reply, not retried because part of it "
+        "had been streamed: overloaded_error: Overloaded"
+    )
+    assert "".join(deltas) == shown
     assert len(fake_anthropic.requests) == 1
 
 
-def test_a_stream_cut_short_is_a_connection_error(fake_anthropic):
+def test_a_stream_cut_short_before_any_content_is_retried(fake_anthropic):
+    fake_anthropic.enqueue(
+        stream_of(BEFORE_CONTENT), message_stream([{"type": "text", "text": "Made it."}])
+    )
+
+    reply = provider_for(fake_anthropic, max_retries=1).complete(request())
+
+    assert reply.text == "Made it."
+    assert len(fake_anthropic.requests) == 2
+
+
+def test_a_stream_cut_short_before_content_every_time_is_a_connection_error(fake_anthropic):
+    fake_anthropic.enqueue(*[stream_of(BEFORE_CONTENT)] * 3)
+
+    with pytest.raises(ProviderError) as caught:
+        provider_for(fake_anthropic, max_retries=2).complete(request())
+
+    assert caught.value.kind is ErrorKind.CONNECTION
+    assert caught.value.retryable
+    assert caught.value.message == (
+        "Anthropic closed the stream before the reply was complete (tried 3 times)"
+    )
+    assert len(fake_anthropic.requests) == 3
+
+
+def test_a_stream_cut_short_after_content_is_not_retried(fake_anthropic):
     events = message_events([{"type": "text", "text": "Partial"}])
     fake_anthropic.enqueue(stream_of(events[:-2]))  # no message_delta, no message_stop
 
     with pytest.raises(ProviderError) as caught:
-        provider_for(fake_anthropic).complete(request())
+        provider_for(fake_anthropic, max_retries=3).complete(request())
 
     assert caught.value.kind is ErrorKind.CONNECTION
     assert caught.value.retryable
-    assert caught.value.message == "Anthropic closed the stream before the reply was complete"
+    assert caught.value.message == (
+        "Anthropic closed the stream before the reply was complete "
+        "(not retried because part of it had been streamed)"
+    )
+    assert len(fake_anthropic.requests) == 1
+
+
+def test_a_200_holding_a_json_error_is_that_error_and_is_retried(fake_anthropic):
+    body = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    fake_anthropic.enqueue(
+        FakeResponse.json(200, body), message_stream([{"type": "text", "text": "Made it."}])
+    )
+
+    reply = provider_for(fake_anthropic, max_retries=1).complete(request())
+
+    assert reply.text == "Made it."
+    assert len(fake_anthropic.requests) == 2
 
 
 def test_a_slow_api_times_out(fake_anthropic):

@@ -14,6 +14,7 @@ from agentdash.providers import (
     cost_of,
     get_provider,
 )
+from tests.fakes.http_server import FakeResponse
 from tests.fakes.openai_server import chat_chunks, chat_stream, error_response, stream_of
 
 KEY = "sk-openai-test-0123456789"
@@ -332,27 +333,96 @@ def test_a_persistent_5xx_ends_with_a_clear_server_error(fake_openai):
     assert len(fake_openai.requests) == 4
 
 
-def test_an_error_inside_the_stream_ends_the_call(fake_openai):
-    chunks = chat_chunks(text="Partial", finish_reason=None)
-    error = {"error": {"message": "The server had an error", "type": "server_error", "code": None}}
-    fake_openai.enqueue(stream_of([*chunks, error]))
+# What a stream holds before its first content: the assistant's empty opening chunk.
+BEFORE_CONTENT = chat_chunks(finish_reason=None)
+SERVER_ERROR = {
+    "error": {"message": "The server had an error", "type": "server_error", "code": None}
+}
+
+
+def test_an_error_inside_the_stream_before_any_content_is_retried(fake_openai):
+    fake_openai.enqueue(stream_of([*BEFORE_CONTENT, SERVER_ERROR]), chat_stream(text="Made it."))
+    deltas = []
+
+    reply = provider_for(fake_openai, max_retries=3).complete(request(), on_text=deltas.append)
+
+    assert reply.text == "Made it."
+    assert "".join(deltas) == "Made it."
+    assert len(fake_openai.requests) == 2
+
+
+def test_an_error_inside_the_stream_before_content_every_time_ends_after_the_retries(
+    fake_openai,
+):
+    rate_limited = {"error": {"message": "Slow down", "type": "rate_limit", "code": "429"}}
+    fake_openai.enqueue(*[stream_of([*BEFORE_CONTENT, rate_limited])] * 4)
 
     with pytest.raises(ProviderError) as caught:
-        provider_for(fake_openai).complete(request())
+        provider_for(fake_openai, max_retries=3).complete(request())
+
+    assert caught.value.kind is ErrorKind.RATE_LIMITED
+    assert caught.value.retryable
+    assert caught.value.message == (
+        "OpenAI-compatible API rate limit (429) persisted after 3 retries: Slow down"
+    )
+    assert len(fake_openai.requests) == 4
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"text": "Partial"},
+        {"tool_calls": [{"id": "call_1", "name": "read_file", "arguments": '{"path"'}]},
+    ],
+)
+def test_an_error_inside_the_stream_after_content_is_not_retried(fake_openai, options):
+    chunks = chat_chunks(**options, finish_reason=None)
+    fake_openai.enqueue(stream_of([*chunks, SERVER_ERROR]))
+
+    with pytest.raises(ProviderError) as caught:
+        provider_for(fake_openai, max_retries=3).complete(request())
 
     assert caught.value.kind is ErrorKind.SERVER_ERROR
-    assert "in the middle of the reply" in caught.value.message
+    assert caught.value.message == (
+        "OpenAI-compatible API server error (500) in the middle of the reply, not retried "
+        "because part of it had been streamed: The server had an error"
+    )
     assert len(fake_openai.requests) == 1
 
 
-def test_a_stream_cut_before_its_finish_reason_is_a_connection_error(fake_openai):
+def test_a_200_holding_a_json_error_is_that_error_and_is_retried(fake_openai):
+    body = {"error": {"message": "Model is loading", "type": "server_error", "code": "503"}}
+    fake_openai.enqueue(*[FakeResponse.json(200, body)] * 2)
+
+    with pytest.raises(ProviderError) as caught:
+        provider_for(fake_openai, max_retries=1).complete(request())
+
+    assert caught.value.kind is ErrorKind.SERVER_ERROR
+    assert caught.value.message == (
+        "OpenAI-compatible API server error (503) persisted after 1 retry: Model is loading"
+    )
+    assert len(fake_openai.requests) == 2
+
+
+def test_a_stream_cut_before_any_content_is_retried(fake_openai):
+    fake_openai.enqueue(stream_of(BEFORE_CONTENT), chat_stream(text="Made it."))
+
+    reply = provider_for(fake_openai, max_retries=1).complete(request())
+
+    assert reply.text == "Made it."
+    assert len(fake_openai.requests) == 2
+
+
+def test_a_stream_cut_after_content_is_a_connection_error_not_retried(fake_openai):
     fake_openai.enqueue(stream_of(chat_chunks(text="Partial", finish_reason=None)))
 
     with pytest.raises(ProviderError) as caught:
-        provider_for(fake_openai).complete(request())
+        provider_for(fake_openai, max_retries=3).complete(request())
 
     assert caught.value.kind is ErrorKind.CONNECTION
     assert caught.value.retryable
+    assert "not retried because part of it had been streamed" in caught.value.message
+    assert len(fake_openai.requests) == 1
 
 
 def test_a_rejected_key_is_never_repeated_in_the_error(fake_openai):

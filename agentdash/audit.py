@@ -379,6 +379,8 @@ class VerifyReport:
 
 def _chain_fault(row: Any, expected_seq: int, prev_hash: str) -> str | None:
     """What is wrong with one event (a named row of EXPORT_FIELDS), given the one before."""
+    if row.seq < expected_seq:  # only rows outside the chain: seq starts at 1
+        return f"its seq comes before event {expected_seq}: an event was inserted"
     if row.seq != expected_seq:
         gap = f"{expected_seq}" if row.seq == expected_seq + 1 else f"{expected_seq}-{row.seq - 1}"
         return f"seq jumps from {expected_seq - 1} to {row.seq}: event(s) {gap} missing"
@@ -422,7 +424,10 @@ def verify(
             seconds=time.perf_counter() - started,
         )
 
-    events = AuditEvent.objects.filter(seq__gt=after_seq).order_by("seq")
+    events = AuditEvent.objects.order_by("seq")
+    if after_seq:
+        events = events.filter(seq__gt=after_seq)
+    # else the whole table: a row inserted with a seq of 0 or less is outside the chain.
     if up_to is not None:
         events = events.filter(seq__lte=up_to)
     rows = events.values_list(*EXPORT_FIELDS, named=True)

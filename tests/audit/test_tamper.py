@@ -178,6 +178,20 @@ def test_it_names_an_appended_event_that_does_not_link(make_events):
     assert "prev_hash is not the hash of event 3" in report.problem
 
 
+@pytest.mark.parametrize("seq", [0, -7])
+def test_it_names_an_event_inserted_before_the_first(make_events, seq):
+    """seq starts at 1; a row below it is outside the chain, however well it is forged."""
+    make_events(3)
+    forge(seq=seq, actor="user:mallory", kind="toolcall.approved", prev_hash="0" * 64)
+
+    report = audit.verify()
+
+    assert not report.ok
+    assert report.first_bad_seq == seq
+    assert "an event was inserted" in report.problem
+    assert report.head_seq == 0
+
+
 def test_it_reports_progress_every_chunk(make_events, monkeypatch):
     monkeypatch.setattr(audit, "CHUNK_SIZE", 2)
     make_events(5)

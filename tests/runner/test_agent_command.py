@@ -79,8 +79,11 @@ def test_start_refuses_bad_input_with_clear_errors(tmp_path):
     broken.write_text('[[{"type": "tool_use"}]]')
     with pytest.raises(CommandError, match="--script"):
         agent("start", "--goal", "x", "--script", str(broken))
-    with pytest.raises(CommandError, match="--max-cost"):
-        agent("start", "--goal", "x", "--max-cost", "lots")
+    for cost in ("lots", "NaN", "Infinity", "1e20", "-1"):
+        with pytest.raises(CommandError, match="--max-cost: "):
+            agent("start", "--goal", "x", "--max-cost", cost)
+    with pytest.raises(CommandError, match=r"--max-steps: .* greater than or equal to 1"):
+        agent("start", "--goal", "x", "--max-steps", "0")
     with pytest.raises(CommandError, match="No user 'nobody'"):
         agent("start", "--goal", "x", "--user", "nobody")
     with pytest.raises(CommandError, match="needs a goal"):

@@ -9,18 +9,18 @@ from __future__ import annotations
 import json
 import signal
 from argparse import ArgumentParser
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from agentdash.approvals import AlreadyDecided, InvalidEdit, decide
 from agentdash.models import AgentSession, ToolCall
 from agentdash.providers import available_providers, load_script
 from agentdash.sessions import start_session
+from agentdash.web.forms import StartSessionForm
 from agentdash.worker import StepWorker
 
 
@@ -69,14 +69,8 @@ class Command(BaseCommand):
                 script = load_script(options["script"])
             except (OSError, ValueError) as error:
                 raise CommandError(f"--script: {error}") from None
-        max_cost = None
-        if options["max_cost"] is not None:
-            try:
-                max_cost = Decimal(options["max_cost"])
-            except InvalidOperation:
-                raise CommandError("--max-cost must be a number of US dollars") from None
-        if options["max_steps"] is not None and options["max_steps"] < 1:
-            raise CommandError("--max-steps must be at least 1")
+        max_cost = _cleaned("max_cost", options["max_cost"])
+        max_steps = _cleaned("max_steps", options["max_steps"])
         tools = [name.strip() for name in options["tools"].split(",") if name.strip()]
         try:
             session = start_session(
@@ -86,7 +80,7 @@ class Command(BaseCommand):
                 model=options["model"],
                 script=script,
                 enabled_tools=tools,
-                max_steps=options["max_steps"],
+                max_steps=max_steps,
                 max_cost=max_cost,
             )
         except ValueError as error:
@@ -207,3 +201,15 @@ def _session_summary(session: AgentSession, calls: list[ToolCall]) -> dict[str, 
             for call in calls
         ],
     }
+
+
+def _cleaned(name: str, value: object) -> Any:
+    """An option checked as the start page checks its field (a finite, non-negative
+    amount that fits the column; steps within the allowed range)."""
+    if value is None:
+        return None
+    try:
+        return StartSessionForm.base_fields[name].clean(value)
+    except ValidationError as error:
+        option = "--" + name.replace("_", "-")
+        raise CommandError(f"{option}: {' '.join(error.messages)}") from None

@@ -75,8 +75,12 @@ def _attempts(path: str) -> list[tuple[str, dict]]:
     ]
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("escape", list(ESCAPES))
 async def test_every_file_tool_refuses_every_escape(escape, executor, outside, root):
+    """Protection: every path a file tool is handed resolves inside the workspace, or the
+    call is refused before anything is read, written or listed (the sandboxes' escapes
+    are attempted in tests/security; the file tools run in the server's own process)."""
     for tool, arguments in _attempts(ESCAPES[escape]):
         result = await executor.execute(tool, arguments, context=CONFIRMED)
 

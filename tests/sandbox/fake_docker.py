@@ -31,6 +31,7 @@ class Script:
     stderr: bytes = b""
     oom_killed: bool = False
     runs_for: float = 0.0  # seconds the wait call takes to answer
+    creates_for: float = 0.0  # seconds the create call takes (pulling an image, say)
 
 
 @dataclass
@@ -124,6 +125,7 @@ def _handler_for(engine: FakeDockerEngine) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             if path == "/containers/create":
+                time.sleep(engine.script.creates_for)
                 engine.created.append(json.loads(body))
                 self._json(201, {"Id": CONTAINER_ID, "Warnings": []})
             elif path.endswith("/wait"):

@@ -4,6 +4,7 @@ answers."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,6 +87,24 @@ async def test_a_run_past_its_wall_time_is_killed_and_removed(
     assert result.limit_hit == "wall_time"
     assert f"POST /containers/{CONTAINER_ID}/kill" in engine.calls
     assert f"DELETE /containers/{CONTAINER_ID}" in engine.calls
+
+
+async def test_a_run_cancelled_while_its_container_is_created_removes_it(
+    engine: FakeDockerEngine, workspace: Path
+):
+    """Cancelled before the engine answered the create (an image pull takes seconds): the
+    container it makes anyway is removed before the cancellation goes on."""
+    engine.script = Script(creates_for=0.5)
+    sandbox = DockerSandbox(LIMITS, base_url=engine.base_url)
+    run = asyncio.ensure_future(sandbox.run(code="print(1)", workdir=workspace))
+    await asyncio.sleep(0.2)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert engine.created
+    assert f"DELETE /containers/{CONTAINER_ID}" in engine.calls
+    assert f"POST /containers/{CONTAINER_ID}/start" not in engine.calls
+    await sandbox.aclose()
 
 
 def test_the_docker_sandbox_refuses_to_run_code_as_root(engine: FakeDockerEngine):

@@ -132,7 +132,14 @@ class DockerSandbox(Sandbox):
     async def _run(self, command: Command, workdir: Path, limits: Limits) -> SandboxResult:
         started = time.monotonic()
         config = self.container_config(command, workdir, limits)
-        container = (await asyncio.to_thread(self._create, config))["Id"]
+        creating = asyncio.ensure_future(asyncio.to_thread(self._create, config))
+        try:
+            container = (await asyncio.shield(creating))["Id"]
+        except asyncio.CancelledError:
+            # The engine goes on creating it (or pulling its image): remove it once made.
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._remove, (await creating)["Id"])
+            raise
         try:
             await asyncio.to_thread(self.api.start, container)
             timed_out = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -12,9 +13,12 @@ from django.conf import settings
 
 from tools import ToolRegistry
 from tools.builtin import build_registry
+from tools.sandbox import get_sandbox
 
 if TYPE_CHECKING:
     from agentdash.models import AgentSession
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,3 +67,13 @@ def tool_catalogue() -> list[ToolInfo]:
         )
         for tool in registry.list_tools()
     ]
+
+
+def announce_sandbox() -> None:
+    """Make the sandbox the code tools use, as they make it, for the server and workers
+    to say as they start what it enforces on this host and what not (the sandbox logs
+    that as it is made), or that it cannot be made here."""
+    try:
+        get_sandbox()
+    except (RuntimeError, ValueError) as error:
+        logger.error("Code tools cannot run here: %s", error)

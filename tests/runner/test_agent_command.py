@@ -190,3 +190,6 @@ def test_the_worker_command_runs_steps_and_stops_cleanly_on_sigterm(tmp_path):
     # the session still runs to its end.
     assert session.is_finished, output
     assert worker.returncode == 0, output
+    # What the sandbox enforces, said as the worker starts.
+    assert "process sandbox protections: backend: process; network:" in output
+    assert "process sandbox does NOT enforce: workspace_total_size" in output

@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from agentdash import toolbox
 from agentdash.approvals import AlreadyDecided, InvalidEdit, decide
 from agentdash.models import AgentSession, ToolCall
 from agentdash.providers import available_providers, load_script
@@ -151,6 +152,7 @@ class Command(BaseCommand):
     # -- worker -----------------------------------------------------------------------
 
     def _worker(self, options: dict[str, Any]) -> None:
+        toolbox.announce_sandbox()
         step_worker = StepWorker()
 
         def stop(signum: int, frame: object) -> None:

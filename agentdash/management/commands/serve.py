@@ -18,6 +18,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from agentdash import toolbox
+
 
 class Command(BaseCommand):
     help = "Run agentdash (web server and, by default, its worker) in this process."
@@ -36,6 +38,7 @@ class Command(BaseCommand):
 
         # Now rather than at the first request: sessions queued meanwhile advance at once.
         start_in_process_worker()
+        toolbox.announce_sandbox()
         url = f"http://{options['host']}:{options['port']}/"
         self.stdout.write(self.style.SUCCESS(f"agentdash is running at {url}"))
         self.stdout.flush()

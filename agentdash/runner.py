@@ -4,12 +4,14 @@ A step, run as a task by whichever worker claims it:
   1. claim the session's lease (one step at a time, across processes);
   2. mark calls left `running` by a dead worker `interrupted` (re-run if idempotent);
   3. expire the calls whose deadline for a decision has passed;
-  4. run the calls that are decided (auto-approved or approved), recording each result,
+  4. end the session if it is over its token or cost budget: nothing more starts;
+  5. run the calls that are decided (auto-approved or approved), recording each result,
      unless a rate limit holds the session back (its step is queued for later) or a
      call's arguments changed since they were decided (it goes back to the queue);
-  5. if a call of the current turn still waits for a human, stop in waiting_approval;
-  6. otherwise hand the results to the model, store its reply and its new calls, let
-     the policy decide each call, and go round again.
+  6. if a call of the current turn still waits for a human, stop in waiting_approval;
+  7. otherwise hand the results to the model (unless that would pass the step limit,
+     which ends the session), store its reply and its new calls, let the policy decide
+     each call, and go round again.
 The rows are the whole truth: a task that runs twice, late, or after a crash finds the
 work already done and does nothing. A process keeps two things between steps only to
 avoid reading them again, never instead of the rows: each recent session's
@@ -30,8 +32,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -203,11 +207,18 @@ class SessionRunner:
         self.rules = None  # read when first needed in this step
 
         turn, calls = _latest_turn(session)
+        assert turn is not None  # every session starts with the goal message
         for call in calls:
             if call.state == CallState.RUNNING:
                 self._interrupt(session, call)
             elif call.state == CallState.PENDING_APPROVAL and _overdue(call):
                 self._expire(call)
+        # A session over its token or cost budget does no more work: no call starts, no
+        # human is asked (ending settles the calls that will not run). Only a model that
+        # has said its last word is let finish.
+        if not _is_last_word(turn, calls) and (reason := self._over_budget(session)):
+            self._end(session, SessionStatus.BUDGET_EXCEEDED, reason)
+            return session.status
         ran = False
         for call in calls:
             if call.is_decided or self._should_rerun(session, call):
@@ -231,16 +242,14 @@ class SessionRunner:
         if session.status == SessionStatus.WAITING_APPROVAL:
             transition(session, SessionStatus.RUNNING, actor=ACTOR)
 
-        assert turn is not None  # every session starts with the goal message
+        if _is_last_word(turn, calls):
+            return self._finish(session, turn)
         # The newest messages, as this step read or wrote them: the conversation sent
         # to the model need not read them back.
         in_hand = [turn]
-        if turn.role == Message.Role.ASSISTANT:
-            if calls:
-                in_hand.append(self._append_results(session, turn, calls))
-            elif turn.stop_reason != StopReason.PAUSE_TURN:
-                return self._finish(session, turn)
-        if reason := self._over_budget(session):
+        if calls:
+            in_hand.append(self._append_results(session, turn, calls))
+        if reason := self._over_budget(session, calling_model=True):
             self._end(session, SessionStatus.BUDGET_EXCEEDED, reason)
             return session.status
         return self._call_model(session, in_hand)
@@ -520,13 +529,22 @@ class SessionRunner:
             )
         data = tool_result.to_dict()
         previous = 0 if first_attempt else call.results.count()
+        observation = tool_result.to_observation()
+        if previous:
+            # Only an interrupted call is tried again, and the model reads only the last
+            # attempt's result: it must say that the call may have taken effect before.
+            earlier = "attempt was" if previous == 1 else f"{previous} attempts were"
+            observation = (
+                f"The first {earlier} interrupted (it may or may not have taken effect), "
+                f"so the call was run again:\n{observation}"
+            )
         stored = self.stored_results[call.pk] = ExecutionResult(
             tool_call=call,
             attempt=previous + 1,
             status=str(tool_result.status),
             result=data.get("result"),
             error=tool_result.error or "",
-            observation=tool_result.to_observation(),
+            observation=observation,
             duration_ms=tool_result.duration_ms,
             truncated=tool_result.truncated,
             metadata=tool_result.metadata or {},
@@ -563,8 +581,10 @@ class SessionRunner:
 
     # -- the model ------------------------------------------------------------------------
 
-    def _over_budget(self, session: AgentSession) -> str:
-        if session.steps >= session.max_steps:
+    def _over_budget(self, session: AgentSession, *, calling_model: bool = False) -> str:
+        """Why the session must stop, if it must. The step limit counts model calls, so
+        it stops only the next one: the calls of the last reply it allowed still run."""
+        if calling_model and session.steps >= session.max_steps:
             return f"Reached the limit of {session.max_steps} model steps."
         if session.max_tokens is not None and session.total_tokens >= session.max_tokens:
             return f"Used {session.total_tokens} tokens, the limit is {session.max_tokens}."
@@ -590,12 +610,7 @@ class SessionRunner:
         except (ProviderError, ValueError) as error:
             self._end(session, SessionStatus.FAILED, f"The model provider failed: {error}")
             return session.status
-        try:
-            return self._store_reply(session, reply, last_index + 1)
-        except StaleState:
-            # Cancelled while the model was thinking: the reply is not used.
-            session.refresh_from_db()
-            return session.status
+        return self._store_reply(session, reply, last_index + 1)
 
     def _provider(self, session: AgentSession) -> Provider:
         """The session's model client, built once per task; a scripted session's once per
@@ -623,6 +638,12 @@ class SessionRunner:
             "output_tokens": session.output_tokens + usage.output_tokens,
             "cost": session.cost + cost,
         }
+        paid = {
+            "input_tokens": input_tokens,
+            "cache_read_tokens": usage.cache_read_tokens,
+            "output_tokens": usage.output_tokens,
+            "cost": str(cost),
+        }
         with transaction.atomic():
             changed = update_if(
                 session,
@@ -630,10 +651,21 @@ class SessionRunner:
                 {**totals, "updated_at": timezone.now()},
             )
             if changed != 1:
-                raise StaleState(f"session {session.pk} is no longer running", current="")
+                return self._discard_reply(session, totals, paid)
             for name, value in totals.items():
                 setattr(session, name, value)
-            content = [_shrink_block(block) for block in reply.content]
+            uses = [block for block in reply.content if block.get("type") == "tool_use"]
+            names = self._name_calls(session, uses)
+            # Each tool_use is stored (and so sent back to the model) under the id its
+            # call has, which its tool_result names: the APIs refuse a conversation whose
+            # ids repeat or do not pair up.
+            named = iter(names)
+            content = [
+                {**_shrink_block(block), "id": next(named).call_id}
+                if block.get("type") == "tool_use"
+                else block
+                for block in reply.content
+            ]
             message = Message(
                 session=session,
                 index=index,
@@ -654,18 +686,20 @@ class SessionRunner:
                 payload={
                     "message_index": message.index,
                     "stop_reason": str(reply.stop_reason),
-                    "input_tokens": input_tokens,
-                    "cache_read_tokens": usage.cache_read_tokens,
-                    "output_tokens": reply.usage.output_tokens,
-                    "cost": str(cost),
+                    **paid,
                     "text": message.text,
                 },
             )
-            uses = [block for block in reply.content if block.get("type") == "tool_use"]
-            calls = self._propose_all(session, message, uses) if uses else []
+            calls = self._propose_all(session, message, uses, names) if uses else []
             states = [call.state for call in calls]
-            if CallState.PENDING_APPROVAL in states and CallState.AUTO_APPROVED not in states:
+            if (
+                CallState.PENDING_APPROVAL in states
+                and CallState.AUTO_APPROVED not in states
+                and not self._over_budget(session)
+            ):
                 # Nothing can run before a human decides: stop now, in this transaction.
+                # (A reply that took the session over its budget asks nobody: the next
+                # step ends the session.)
                 self._wait_for_approval(session, calls)
                 self.paused_on_new_calls = self.lease_released
                 return "waiting_approval"
@@ -682,16 +716,63 @@ class SessionRunner:
             return session.status
         return "continue"
 
+    def _discard_reply(
+        self, session: AgentSession, totals: dict[str, Any], paid: dict[str, Any]
+    ) -> str:
+        """The session stopped running while the model answered (it was cancelled): the
+        reply is not used, but it was paid for, so its tokens and cost still count, and
+        are audited. Not as a step: no turn of the conversation came of it. Call inside
+        the transaction that tried to store the reply."""
+        spent = {name: totals[name] for name in ("input_tokens", "output_tokens", "cost")}
+        # Still only if no other reply was counted since this step read the session.
+        if update_if(session, {"steps": session.steps}, {**spent, "updated_at": timezone.now()}):
+            audit.record(
+                "model.reply_discarded",
+                actor="model",
+                session_id=session.pk,
+                payload={"reason": "The session stopped while the model answered.", **paid},
+            )
+            live.changed(session.pk)
+        session.refresh_from_db()
+        return session.status
+
+    def _name_calls(self, session: AgentSession, uses: list[dict[str, Any]]) -> list[_CallName]:
+        """The id each tool_use of a reply is recorded under: the model's own, unless it
+        is empty, not one the APIs accept, or already used in the session (this reply
+        included), when it gets a fresh one; a reused id is kept for the error the model
+        reads, since such a call is refused."""
+        given = [str(block.get("id") or "") for block in uses]
+        usable = [call_id for call_id in given if _USABLE_CALL_ID.fullmatch(call_id)]
+        seen: set[str] = set()
+        if usable:
+            with connection.cursor() as cursor:
+                placeholders = ", ".join(["%s"] * len(usable))
+                cursor.execute(_SEEN_CALL_IDS_SQL % placeholders, [session.pk, *usable])
+                seen = {call_id for (call_id,) in cursor.fetchall()}
+        names: list[_CallName] = []
+        for call_id in given:
+            if call_id in seen:
+                names.append(_CallName(_fresh_call_id(), reused=call_id))
+            elif call_id in usable:
+                names.append(_CallName(call_id))
+                seen.add(call_id)
+            else:
+                names.append(_CallName(_fresh_call_id()))
+        return names
+
     def _propose_all(
-        self, session: AgentSession, message: Message, uses: list[dict[str, Any]]
+        self,
+        session: AgentSession,
+        message: Message,
+        uses: list[dict[str, Any]],
+        names: list[_CallName],
     ) -> list[ToolCall]:
         """Record the calls of one reply, each decided by the session's current rules."""
-        ids = [str(block.get("id")) for block in uses]
-        with connection.cursor() as cursor:
-            cursor.execute(_SEEN_CALL_IDS_SQL % ", ".join(["%s"] * len(ids)), [session.pk, *ids])
-            self.seen_call_ids = {call_id for (call_id,) in cursor.fetchall()}
         rules = policy.rules_for(session.pk)
-        return [self._propose(session, message, n, block, rules) for n, block in enumerate(uses)]
+        return [
+            self._propose(session, message, n, block, name, rules)
+            for n, (block, name) in enumerate(zip(uses, names, strict=True))
+        ]
 
     def _propose(
         self,
@@ -699,6 +780,7 @@ class SessionRunner:
         message: Message,
         position: int,
         block: dict[str, Any],
+        name: _CallName,
         rules: policy.RuleSet,
     ) -> ToolCall:
         """Record one call the model asked for; the policy decides it, unless it is faulty."""
@@ -709,14 +791,13 @@ class SessionRunner:
             session=session,
             message=message,
             position=position,
-            call_id=str(block.get("id") or f"call_{message.index}_{position}")[:200],
+            call_id=name.call_id,
             tool_name=str(block.get("name", ""))[:200],
             proposed_arguments=raw
             if size <= settings.AGENTDASH_MAX_STORED_ARGUMENT_BYTES
             else _omitted(size),
         )
-        fault = self._fault(call, block, size)
-        self.seen_call_ids.add(call.call_id)
+        fault = self._fault(call, block, size, reused=name.reused)
         if fault is not None:
             status, error = fault
             enter(call, CallState.ERRORED, actor=ACTOR, payload={"error": error})
@@ -778,7 +859,7 @@ class SessionRunner:
             )
 
     def _fault(
-        self, call: ToolCall, block: dict[str, Any], size: int
+        self, call: ToolCall, block: dict[str, Any], size: int, *, reused: str
     ) -> tuple[ExecutionStatus, str] | None:
         """What makes a call unusable before its arguments are even validated."""
         limit = settings.AGENTDASH_MAX_TOOL_INPUT_BYTES
@@ -789,10 +870,10 @@ class SessionRunner:
                 f"The arguments for {call.tool_name} were {size:,} bytes, over the limit of "
                 f"{limit:,} bytes, and were not used. Send smaller arguments."
             )
-        if call.call_id in self.seen_call_ids:
+        if reused:
             return ExecutionStatus.ERROR, (
-                f"The call id {call.call_id!r} was already used in this session; "
-                "every tool call needs a new id."
+                f"The call id {reused!r} was already used in this session, so this call "
+                "was not run: every tool call needs a new id."
             )
         if self.registry.get(call.tool_name) is None:
             available = ", ".join(tool.name for tool in self.registry.list_tools())
@@ -813,6 +894,12 @@ class SessionRunner:
     def _end(self, session: AgentSession, status: SessionStatus, reason: str) -> None:
         try:
             with transaction.atomic():
+                if status == SessionStatus.BUDGET_EXCEEDED and (
+                    session.status == SessionStatus.WAITING_APPROVAL
+                ):
+                    # Only a running session may go over budget (states.py): one that
+                    # waited, and was over budget when a decision woke it, resumes to end.
+                    transition(session, SessionStatus.RUNNING, actor=ACTOR)
                 transition(
                     session, status, actor=ACTOR, status_reason=reason, payload={"reason": reason}
                 )
@@ -890,6 +977,20 @@ def _latest_turn(session: AgentSession) -> tuple[Message | None, list[ToolCall]]
     return turn, calls
 
 
+# A tool call id the APIs accept (Anthropic's pattern; OpenAI's ids fit it), no longer
+# than ToolCall.call_id holds.
+_USABLE_CALL_ID = re.compile(r"[a-zA-Z0-9_-]{1,200}")
+
+
+@dataclass(frozen=True, slots=True)
+class _CallName:
+    """The id a call is recorded under, and the id the model gave it when that id had
+    already been used in the session (the call is refused, and the model told)."""
+
+    call_id: str
+    reused: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     """The limit holding a call back, and when it lets the call start."""
@@ -897,6 +998,21 @@ class RateLimit:
     name: str  # "session", "tool" or "running"
     detail: str
     until: datetime
+
+
+def _fresh_call_id() -> str:
+    """An id for a call whose own id could not be used (in the style of OpenAI's)."""
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _is_last_word(turn: Message, calls: list[ToolCall]) -> bool:
+    """Whether the model ended the session with `turn`: a reply with no calls that does
+    not ask to be called again (pause_turn)."""
+    return (
+        turn.role == Message.Role.ASSISTANT
+        and not calls
+        and turn.stop_reason != StopReason.PAUSE_TURN
+    )
 
 
 def _overdue(call: ToolCall) -> bool:

@@ -48,7 +48,14 @@ def _kind_choices() -> list[tuple[str, Any]]:
                 *group("session", _states_entered(SESSION_TRANSITIONS)),
             ],
         ),
-        ("Other", [("model.replied", "model replied"), (audit.VERIFIED_KIND, "chain verified")]),
+        (
+            "Other",
+            [
+                ("model.replied", "model replied"),
+                ("model.reply_discarded", "model reply discarded (session stopped meanwhile)"),
+                (audit.VERIFIED_KIND, "chain verified"),
+            ],
+        ),
     ]
 
 

@@ -20,6 +20,7 @@ from agentdash.models import AgentSession, AuditEvent, Message, PolicyRule, Tool
 from agentdash.runner import SessionRunner
 from agentdash.sessions import start_session
 from agentdash.states import CallState, SessionStatus, transition
+from tests.faults.providers import FakeProvider, serving_fake
 from tests.subprocesses import ROOT, database_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -126,23 +127,21 @@ def test_a_pending_approval_survives_a_killed_worker(spawn_worker, operator):
     assert audit.verify().ok
 
 
+@pytest.fixture
+def fake_api(monkeypatch) -> Iterator[FakeProvider]:
+    """A fake Anthropic API for the workers: unlike a script, it counts the model calls."""
+    with serving_fake("anthropic", monkeypatch) as fake:
+        yield fake
+
+
 def test_a_call_running_when_its_worker_dies_is_interrupted_and_the_model_told(
-    spawn_worker, operator
+    fake_api, spawn_worker, operator
 ):
-    session = start_session(
-        goal="Run something slow",
-        script=[
-            [
-                {
-                    "type": "tool_use",
-                    "id": "p1",
-                    "name": "run_python",
-                    "input": {"code": "import time\ntime.sleep(60)"},
-                }
-            ],
-            [{"type": "text", "text": "It was interrupted; stopping here."}],
-        ],
+    fake_api.server.enqueue(
+        fake_api.tool_use("p1", "run_python", {"code": "import time\ntime.sleep(60)"}),
+        fake_api.text("It was interrupted; stopping here."),
     )
+    session = start_session(goal="Run something slow", provider="anthropic")
     worker = spawn_worker()
     call = wait_for(lambda: call_in(session, CallState.PENDING_APPROVAL), "the pending call")
     decide(call.pk, user=operator, approve=True)
@@ -157,10 +156,9 @@ def test_a_call_running_when_its_worker_dies_is_interrupted_and_the_model_told(
     [told] = Message.objects.get(session=session, index=2).content
     assert told["is_error"] is True
     assert "stopped before it finished" in told["content"]
-    # Each model turn was taken exactly once.
-    replies = AuditEvent.objects.filter(session_id=session.pk, kind="model.replied")
-    indexes = [event.payload["message_index"] for event in replies]
-    assert sorted(indexes) == sorted(set(indexes))
+    # Each model turn was asked for exactly once: the call, then the reply to its result.
+    assert len(fake_api.server.requests) == 2
+    assert fake_api.server.pending == 0
     assert audit.verify().ok
 
 
@@ -194,6 +192,11 @@ def test_an_interrupted_idempotent_call_is_run_again(run_queued_steps):
     assert call.state == CallState.SUCCEEDED
     assert [r.status for r in call.results.order_by("attempt")] == ["interrupted", "success"]
     assert status_of(session) == SessionStatus.COMPLETED
+    # The model reads the run that finished, and that it was not the first.
+    [told] = Message.objects.get(session=session, index=2).content
+    assert told["is_error"] is False
+    assert told["content"].startswith("The first attempt was interrupted")
+    assert "run again" in told["content"]
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from django_tasks_db.models import DBTaskResult
 from agentdash import audit, runner
 from agentdash.approvals import AlreadyDecided, InvalidEdit, decide, decide_many
 from agentdash.models import AgentSession, AuditEvent, Message, ToolCall
+from agentdash.providers.scripted import ScriptedProvider
 from agentdash.runner import SessionRunner, advance_session
 from agentdash.sessions import cancel_session, start_session
 from agentdash.states import (
@@ -249,6 +250,22 @@ def test_bad_model_output_becomes_error_results_and_the_session_goes_on(run_queu
     assert audit.verify().ok
 
 
+def expensive_scripted_model(settings: Any) -> None:
+    """Price the scripted model so that any reply costs far more than a cent."""
+    settings.AGENTDASH_MODEL_PRICES = {
+        **settings.AGENTDASH_MODEL_PRICES,
+        "scripted": {"input": 1_000_000, "output": 1_000_000},
+    }
+
+
+def assert_settled_unrun(call: ToolCall) -> None:
+    """The call never started: it was rejected as its session ended, and says why."""
+    call.refresh_from_db()
+    assert call.state == CallState.REJECTED
+    assert not AuditEvent.objects.filter(tool_call_id=call.pk, kind="toolcall.running").exists()
+    assert call.latest_result.observation.startswith("The session ended: ")
+
+
 def test_the_step_limit_ends_the_session_as_budget_exceeded(run_queued_steps):
     session = start(
         [tool_use("list_dir", "c1", path=".")],
@@ -262,6 +279,9 @@ def test_the_step_limit_ends_the_session_as_budget_exceeded(run_queued_steps):
     assert session.status == SessionStatus.BUDGET_EXCEEDED
     assert session.steps == 2
     assert "limit of 2 model steps" in session.status_reason
+    # The limit counts model calls: the calls of the last reply it allowed still ran.
+    states = ToolCall.objects.filter(session=session).values_list("state", flat=True)
+    assert list(states) == [CallState.SUCCEEDED, CallState.SUCCEEDED]
 
 
 def test_the_token_limit_ends_the_session(run_queued_steps):
@@ -277,13 +297,11 @@ def test_the_token_limit_ends_the_session(run_queued_steps):
     assert session.status == SessionStatus.BUDGET_EXCEEDED
     assert session.steps == 1
     assert "the limit is 1" in session.status_reason
+    assert_settled_unrun(ToolCall.objects.get(session=session))
 
 
 def test_the_cost_limit_ends_the_session(run_queued_steps, settings):
-    settings.AGENTDASH_MODEL_PRICES = {
-        **settings.AGENTDASH_MODEL_PRICES,
-        "scripted": {"input": 1_000_000, "output": 1_000_000},
-    }
+    expensive_scripted_model(settings)
     session = start(
         [tool_use("list_dir", "c1", path=".")],
         [text("done")],
@@ -295,6 +313,77 @@ def test_the_cost_limit_ends_the_session(run_queued_steps, settings):
     assert session.status == SessionStatus.BUDGET_EXCEEDED
     assert session.cost > Decimal("0.01")
     assert session.steps == 1
+    # The reply that went over the budget was the last thing done: its call, though
+    # auto-approved, never ran.
+    assert_settled_unrun(ToolCall.objects.get(session=session))
+    assert audit.verify().ok
+
+
+def test_a_reply_over_the_budget_asks_nobody_to_approve_its_calls(run_queued_steps, settings):
+    expensive_scripted_model(settings)
+    session = start(
+        [tool_use("write_file", "w1", path="a.txt", content="a")],
+        [text("done")],
+        max_cost=Decimal("0.01"),
+    )
+    run_queued_steps()
+
+    assert reload(session).status == SessionStatus.BUDGET_EXCEEDED
+    call = ToolCall.objects.get(session=session)
+    assert_settled_unrun(call)
+    assert call.decision.actor == "runner"
+    assert not (session.workspace / "a.txt").exists()
+
+
+def test_an_approval_does_not_run_a_call_once_the_session_is_over_budget(
+    run_queued_steps, operator
+):
+    session = start([tool_use("write_file", "w1", path="a.txt", content="a")], [text("done")])
+    run_queued_steps()
+    assert reload(session).status == SessionStatus.WAITING_APPROVAL
+    # Its budget lowered below what it spent while the call waited for a human.
+    AgentSession.objects.filter(pk=session.pk).update(max_tokens=1)
+    call = ToolCall.objects.get(session=session)
+    decide(call.pk, user=operator, approve=True)
+
+    run_queued_steps()
+
+    session = reload(session)
+    assert session.status == SessionStatus.BUDGET_EXCEEDED
+    assert_settled_unrun(call)
+    assert not (session.workspace / "a.txt").exists()
+    assert audit.verify().ok
+
+
+def test_a_reply_that_arrives_after_a_cancel_is_still_paid_for(
+    run_queued_steps, operator, monkeypatch, settings
+):
+    expensive_scripted_model(settings)
+    session = start([tool_use("list_dir", "c1", path=".")], [text("done")])
+    answer = ScriptedProvider.complete
+
+    def cancelled_while_thinking(provider: ScriptedProvider, *args: Any, **kwargs: Any) -> Any:
+        reply = answer(provider, *args, **kwargs)
+        cancel_session(reload(session), user=operator)
+        return reply
+
+    monkeypatch.setattr(ScriptedProvider, "complete", cancelled_while_thinking)
+    run_queued_steps()
+
+    session = reload(session)
+    assert session.status == SessionStatus.CANCELLED
+    # Not used: no turn, no call.
+    assert list(session.messages.values_list("role", flat=True)) == ["user"]
+    assert not ToolCall.objects.filter(session=session).exists()
+    # But paid for, and audited.
+    assert session.input_tokens > 0
+    assert session.output_tokens > 0
+    assert session.cost > Decimal("0.01")
+    [discarded] = AuditEvent.objects.filter(session_id=session.pk, kind="model.reply_discarded")
+    assert discarded.payload["input_tokens"] == session.input_tokens
+    assert discarded.payload["output_tokens"] == session.output_tokens
+    assert Decimal(discarded.payload["cost"]) == session.cost
+    assert audit.verify().ok
 
 
 def test_cancelling_a_waiting_session_rejects_its_pending_calls(run_queued_steps, operator):

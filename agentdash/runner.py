@@ -40,6 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -51,7 +52,7 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.tasks import task
 from django.utils import timezone
 
@@ -208,16 +209,17 @@ class SessionRunner:
 
         turn, calls = _latest_turn(session)
         assert turn is not None  # every session starts with the goal message
-        for call in calls:
-            if call.state == CallState.RUNNING:
-                self._interrupt(session, call)
-            elif call.state == CallState.PENDING_APPROVAL and _overdue(call):
-                self._expire(call)
         # A session over its token or cost budget does no more work: no call starts, no
         # human is asked (ending settles the calls that will not run). Only a model that
         # has said its last word is let finish.
-        if not _is_last_word(turn, calls) and (reason := self._over_budget(session)):
-            self._end(session, SessionStatus.BUDGET_EXCEEDED, reason)
+        over_budget = "" if _is_last_word(turn, calls) else self._over_budget(session)
+        for call in calls:
+            if call.state == CallState.RUNNING:
+                self._interrupt(session, call, over_budget=over_budget)
+            elif call.state == CallState.PENDING_APPROVAL and _overdue(call):
+                self._expire(call)
+        if over_budget:
+            self._end(session, SessionStatus.BUDGET_EXCEEDED, over_budget)
             return session.status
         ran = False
         for call in calls:
@@ -286,9 +288,14 @@ class SessionRunner:
 
     # -- tool calls ---------------------------------------------------------------------
 
-    def _interrupt(self, session: AgentSession, call: ToolCall) -> None:
-        """A call still `running` while we hold the lease: its worker died mid-run."""
-        refusal = self._rerun_refusal(session, call, attempts=call.results.count() + 1)
+    def _interrupt(self, session: AgentSession, call: ToolCall, *, over_budget: str) -> None:
+        """A call still `running` while we hold the lease: its worker died mid-run. It is
+        not run again when the session is over its budget (`over_budget` says why)."""
+        refusal = (
+            f"the session is over its budget ({over_budget.rstrip('.')})"
+            if over_budget
+            else self._rerun_refusal(session, call, attempts=call.results.count() + 1)
+        )
         if refusal is None:
             note = "It is run again (its tool is idempotent)."
         else:
@@ -651,7 +658,7 @@ class SessionRunner:
                 {**totals, "updated_at": timezone.now()},
             )
             if changed != 1:
-                return self._discard_reply(session, totals, paid)
+                return self._discard_reply(session, input_tokens, usage.output_tokens, cost, paid)
             for name, value in totals.items():
                 setattr(session, name, value)
             uses = [block for block in reply.content if block.get("type") == "tool_use"]
@@ -717,22 +724,32 @@ class SessionRunner:
         return "continue"
 
     def _discard_reply(
-        self, session: AgentSession, totals: dict[str, Any], paid: dict[str, Any]
+        self,
+        session: AgentSession,
+        input_tokens: int,
+        output_tokens: int,
+        cost: Decimal,
+        paid: dict[str, Any],
     ) -> str:
-        """The session stopped running while the model answered (it was cancelled): the
-        reply is not used, but it was paid for, so its tokens and cost still count, and
-        are audited. Not as a step: no turn of the conversation came of it. Call inside
-        the transaction that tried to store the reply."""
-        spent = {name: totals[name] for name in ("input_tokens", "output_tokens", "cost")}
-        # Still only if no other reply was counted since this step read the session.
-        if update_if(session, {"steps": session.steps}, {**spent, "updated_at": timezone.now()}):
-            audit.record(
-                "model.reply_discarded",
-                actor="model",
-                session_id=session.pk,
-                payload={"reason": "The session stopped while the model answered.", **paid},
-            )
-            live.changed(session.pk)
+        """The session stopped running while the model answered (it was cancelled, or
+        another worker took a step meanwhile): the reply is not used, but it was paid
+        for, so its tokens and cost are added (in SQL: each reply is discarded once, but
+        the counters may have moved since this step read them) and audited. Not as a
+        step: no turn of the conversation came of it. Call inside the transaction that
+        tried to store the reply."""
+        AgentSession.objects.filter(pk=session.pk).update(
+            input_tokens=F("input_tokens") + input_tokens,
+            output_tokens=F("output_tokens") + output_tokens,
+            cost=F("cost") + cost,
+            updated_at=timezone.now(),
+        )
+        audit.record(
+            "model.reply_discarded",
+            actor="model",
+            session_id=session.pk,
+            payload={"reason": "The session stopped while the model answered.", **paid},
+        )
+        live.changed(session.pk)
         session.refresh_from_db()
         return session.status
 

@@ -75,5 +75,5 @@ def announce_sandbox() -> None:
     that as it is made), or that it cannot be made here."""
     try:
         get_sandbox()
-    except (RuntimeError, ValueError) as error:
+    except Exception as error:  # any backend's, e.g. the Docker SDK's for a bad DOCKER_HOST
         logger.error("Code tools cannot run here: %s", error)

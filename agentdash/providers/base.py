@@ -285,7 +285,7 @@ MAX_RETRY_DELAY_SECONDS = 8.0
 
 def retry_delay(retry: int) -> float:
     """Seconds to wait before retry number `retry` (1 for the first) of one call."""
-    first = settings.AGENTDASH_PROVIDER_RETRY_DELAY
+    first = max(settings.AGENTDASH_PROVIDER_RETRY_DELAY, 0.0)
     delay = min(first * 2 ** (retry - 1), MAX_RETRY_DELAY_SECONDS)
     # Up to a quarter less at random, so that sessions hit together do not retry together.
     return delay * (1 - 0.25 * random.random())  # noqa: S311 (jitter, not a secret)

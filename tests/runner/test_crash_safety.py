@@ -222,3 +222,21 @@ def test_an_interrupted_call_the_policy_no_longer_allows_is_not_run_again(
     interrupted = AuditEvent.objects.get(tool_call_id=call.pk, kind="toolcall.interrupted")
     assert interrupted.payload["rerun"] is False
     assert status_of(session) == SessionStatus.COMPLETED
+
+
+def test_an_interrupted_call_is_not_run_again_once_the_session_is_over_budget(
+    run_queued_steps,
+):
+    session, call = interrupted_listing()
+    AgentSession.objects.filter(pk=session.pk).update(max_tokens=1)
+
+    run_queued_steps()
+
+    call.refresh_from_db()
+    assert call.state == CallState.INTERRUPTED
+    [result] = call.results.all()
+    assert "It was not run again: the session is over its budget (Used " in result.observation
+    interrupted = AuditEvent.objects.get(tool_call_id=call.pk, kind="toolcall.interrupted")
+    assert interrupted.payload["rerun"] is False
+    assert status_of(session) == SessionStatus.BUDGET_EXCEEDED
+    assert audit.verify().ok

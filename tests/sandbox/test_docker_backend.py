@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tools.sandbox import Limits, get_sandbox
+from tools.sandbox import docker as docker_backend
 from tools.sandbox.docker import DockerSandbox
 
 from .fake_docker import CONTAINER_ID, FakeDockerEngine, Script
@@ -104,6 +105,26 @@ async def test_a_run_cancelled_while_its_container_is_created_removes_it(
     assert engine.created
     assert f"DELETE /containers/{CONTAINER_ID}" in engine.calls
     assert f"POST /containers/{CONTAINER_ID}/start" not in engine.calls
+    await sandbox.aclose()
+
+
+async def test_a_second_cancellation_does_not_stop_the_removal(
+    engine: FakeDockerEngine, workspace: Path
+):
+    """A session cancelled while the tool's own time limit also ran out: the run is
+    cancelled twice while the engine is still creating its container."""
+    engine.script = Script(creates_for=0.5)
+    sandbox = DockerSandbox(LIMITS, base_url=engine.base_url)
+    run = asyncio.ensure_future(sandbox.run(code="print(1)", workdir=workspace))
+    await asyncio.sleep(0.2)
+    run.cancel()
+    await asyncio.sleep(0.05)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    async with asyncio.timeout(5):  # the removal goes on after the run's cancellation
+        await asyncio.gather(*docker_backend._cleanups)
+    assert f"DELETE /containers/{CONTAINER_ID}" in engine.calls
     await sandbox.aclose()
 
 

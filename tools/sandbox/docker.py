@@ -52,6 +52,11 @@ def default_base_url() -> str:
     return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 
 
+# Removals of containers whose run was cancelled while they were made, kept until done
+# (the event loop holds only weak references to tasks).
+_cleanups: set[asyncio.Future[None]] = set()
+
+
 class DockerSandbox(Sandbox):
     name = "docker"
 
@@ -136,9 +141,12 @@ class DockerSandbox(Sandbox):
         try:
             container = (await asyncio.shield(creating))["Id"]
         except asyncio.CancelledError:
-            # The engine goes on creating it (or pulling its image): remove it once made.
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self._remove, (await creating)["Id"])
+            # The engine goes on creating it (or pulling its image): remove it once made,
+            # in a task of its own that a second cancellation does not stop either.
+            cleanup = asyncio.ensure_future(self._remove_once_created(creating))
+            _cleanups.add(cleanup)
+            cleanup.add_done_callback(_cleanups.discard)
+            await asyncio.shield(cleanup)
             raise
         try:
             await asyncio.to_thread(self.api.start, container)
@@ -191,6 +199,10 @@ class DockerSandbox(Sandbox):
     def _kill(self, container: str) -> None:
         with contextlib.suppress(docker.errors.APIError):
             self.api.kill(container)
+
+    async def _remove_once_created(self, creating: asyncio.Future[dict[str, Any]]) -> None:
+        with contextlib.suppress(Exception):  # not created: nothing to remove
+            await asyncio.to_thread(self._remove, (await creating)["Id"])
 
     def _remove(self, container: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):

@@ -49,7 +49,12 @@ from tools.sandbox.base import (
     logger,
     signal_limit,
 )
-from tools.sandbox.cgroups import ORPHAN_REMOVE_TRIES, RunCgroups, usable_controllers
+from tools.sandbox.cgroups import (
+    ORPHAN_REMOVE_TRIES,
+    RunCgroups,
+    own_cgroup_dir,
+    usable_controllers,
+)
 
 MIB: Final = 1024 * 1024
 NOBODY: Final = 65534
@@ -162,6 +167,11 @@ def filesystem_binds(interpreter: Interpreter) -> tuple[str, ...]:
     return tuple(args)
 
 
+def uid_outside() -> str:
+    """Who a sandbox's user namespace maps its uid to on the host: this process's uid."""
+    return "the host's root" if os.geteuid() == 0 else f"the server's uid {os.geteuid()}"
+
+
 @functools.cache
 def bwrap_path() -> str:
     return shutil.which("bwrap") or "bwrap"
@@ -252,9 +262,16 @@ class ProcessSandbox(Sandbox):
 
     def protections(self) -> dict[str, bool | str]:
         isolated = self.use_bwrap
-        # Root outside a user namespace can leave its cgroups and raise its own hard
-        # rlimits: for code that tries, none of them binds.
-        binding = isolated or os.geteuid() != 0
+        # Outside a user namespace the run has the server's uid: root raises its own hard
+        # rlimits, and whoever may write the server's own cgroup (root, or a user it was
+        # delegated to) moves into it, out of the run's. For code that tries, those bind
+        # not at all.
+        rlimits_bind = isolated or os.geteuid() != 0
+        cgroups_bind = isolated or not any(
+            os.access(directory / "cgroup.procs", os.W_OK)
+            for directory in map(own_cgroup_dir, self.controllers)
+            if directory is not None
+        )
         return {
             "backend": self.name,
             "network": "own empty network namespace" if isolated else False,
@@ -266,7 +283,7 @@ class ProcessSandbox(Sandbox):
             ),
             "processes_hidden": "own pid namespace and /proc" if isolated else False,
             "user": (
-                f"uid {NOBODY} in a user namespace (the host's root outside it), "
+                f"uid {NOBODY} in a user namespace ({uid_outside()} outside it), "
                 "no capabilities, no new user namespaces"
                 if isolated
                 else False
@@ -275,31 +292,29 @@ class ProcessSandbox(Sandbox):
             "workdir": f"the workspace at {SANDBOX_WORKDIR}" if isolated else "the workspace",
             "stdin": "closed",
             "memory": (
-                (
-                    "memory cgroup per run"
-                    if "memory" in self.controllers
-                    else "RLIMIT_AS (address space, not resident memory)"
-                )
-                if binding
-                else False
+                ("memory cgroup per run" if cgroups_bind else False)
+                if "memory" in self.controllers  # then no RLIMIT_AS (see _run)
+                else ("RLIMIT_AS (address space, not resident memory)" if rlimits_bind else False)
             ),
-            "processes": "pids cgroup per run" if "pids" in self.controllers and binding else False,
-            "cpu_time": "RLIMIT_CPU per process" if binding else False,
+            "processes": (
+                "pids cgroup per run" if "pids" in self.controllers and cgroups_bind else False
+            ),
+            "cpu_time": "RLIMIT_CPU per process" if rlimits_bind else False,
             "wall_time": True,
-            "file_size": "RLIMIT_FSIZE per file" if binding else False,
-            "open_files": "RLIMIT_NOFILE" if binding else False,
+            "file_size": "RLIMIT_FSIZE per file" if rlimits_bind else False,
+            "open_files": "RLIMIT_NOFILE" if rlimits_bind else False,
             "workspace_total_size": False,
-            "kill_on_timeout": self._kill_reach(binding),
+            "kill_on_timeout": self._kill_reach(cgroups_bind),
         }
 
     async def aclose(self) -> None:
         await _holders_of_running_loop(self.controllers, self._held_namespaces).release()
         await self._removals.wait()
 
-    def _kill_reach(self, binding: bool) -> str:
+    def _kill_reach(self, cgroups_bind: bool) -> str:
         if self.use_bwrap:
             return "pid namespace" + (" and cgroups" if self.controllers else "")
-        if self.controllers and binding:
+        if self.controllers and cgroups_bind:
             return "cgroups"
         return "process group only: a grandchild that called setsid (or left its cgroups) survives"
 

@@ -41,6 +41,7 @@ from tools.sandbox.process import (
     exit_status,
     filesystem_binds,
     limit_hit,
+    uid_outside,
 )
 
 ZYGOTE: Final = Path(__file__).with_name("zygote.py")
@@ -263,7 +264,7 @@ class WarmSandbox(Sandbox):
             ),
             "processes_hidden": "own pid namespace and /proc per run",
             "user": (
-                f"uid {NOBODY} in a user namespace (the host's root outside it), "
+                f"uid {NOBODY} in a user namespace ({uid_outside()} outside it), "
                 "no capabilities, no new user namespaces"
             ),
             "environment": "empty but PATH, HOME, LANG and PWD",

@@ -15,6 +15,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from agentdash.models import AgentSession, ToolCall
+from agentdash.sessions import start_session
 from agentdash.states import CallState, SessionStatus
 from tests.subprocesses import ROOT, database_url
 
@@ -193,3 +194,20 @@ def test_the_worker_command_runs_steps_and_stops_cleanly_on_sigterm(tmp_path):
     # What the sandbox enforces, said as the worker starts.
     assert "process sandbox protections: backend: process; network:" in output
     assert "process sandbox does NOT enforce: workspace_total_size" in output
+
+
+def test_show_stops_quietly_when_the_reader_goes_away():
+    session = start_session(goal="Be shown", script=[[]])
+    with subprocess.Popen(
+        [sys.executable, "manage.py", "agent", "show", str(session.pk)],
+        cwd=ROOT,
+        env=os.environ | {"DATABASE_URL": database_url()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as child:  # like `agent show 7 | head -0`: gone before anything is read
+        child.stdout.close()
+        stderr = child.stderr.read()
+
+    assert child.returncode == 0
+    assert stderr == ""

@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agentdash import toolbox
 from agentdash.approvals import AlreadyDecided, InvalidEdit, decide
+from agentdash.management.pipes import stop_quietly_when_the_reader_goes
 from agentdash.models import AgentSession, ToolCall
 from agentdash.providers import available_providers, load_script
 from agentdash.sessions import start_session
@@ -59,7 +60,8 @@ class Command(BaseCommand):
         sub.add_parser("worker", help="Run session steps until stopped (for scale-out).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        getattr(self, f"_{options['action']}")(options)
+        with stop_quietly_when_the_reader_goes():  # `agent show 7 | head`
+            getattr(self, f"_{options['action']}")(options)
 
     # -- start ------------------------------------------------------------------------
 

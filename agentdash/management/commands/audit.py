@@ -4,13 +4,12 @@ python manage.py audit verify    # exit 0 "N events, chain intact"; 1 names the 
 python manage.py audit export --format jsonl|csv [--session ID]    # streamed to stdout
 """
 
-import os
-import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from agentdash import audit
+from agentdash.management.pipes import stop_quietly_when_the_reader_goes
 from agentdash.models import AuditEvent
 
 
@@ -61,11 +60,6 @@ class Command(BaseCommand):
         events = AuditEvent.objects.all()
         if session_id is not None:
             events = events.filter(session_id=session_id)
-        try:
+        with stop_quietly_when_the_reader_goes():
             for line in audit.export_lines(events, fmt):
                 self.stdout.write(line, ending="")
-            self.stdout.flush()
-        except BrokenPipeError:
-            # The reader went away (`... | head`): stop quietly, as Unix tools do. stdout
-            # points at /dev/null from here on, or Python complains again at exit.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

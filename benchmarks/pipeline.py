@@ -26,17 +26,28 @@ The resume figure's note also gives the median time write_file itself took (its
 recorded duration_ms): on ext4, rewriting a file in place makes close() wait for its
 blocks to be allocated, so the tool alone is a large share of the cycle.
 
+On SQLite, one resume cycle's statements are also captured (sqlite3's trace hook gives
+each as SQLite ran it, values and COMMITs included) and replayed by sqlite3 alone on
+copies of the database as it was before that decision: the cycle's floor, what its
+writes cost with no Django, no Python of ours and no hand-off between threads.
+
     python -m benchmarks pipeline              # both databases
     python -m benchmarks.pipeline --probe sqlite   # one, printing raw JSON
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import sqlite3
 import statistics
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Figure, percentile, probe_in_child
@@ -46,6 +57,7 @@ TURNS = 100
 CALLS_PER_TURN = 10
 PAUSE_CYCLES = 200
 OPERATOR_THINKS_SECONDS = 0.02
+FLOOR_REPLAYS = 50
 
 
 def run() -> list[Figure]:
@@ -118,6 +130,7 @@ def _figures(database: str, data: dict[str, Any], peer: dict[str, Any] | None) -
             f"included (write_file itself: median {statistics.median(data['tool_ms']):.2f} ms)"
             + _peer_note(peer, "resume"),
         ),
+        *(_floor_figures(data) if "floor_ms" in data else []),
         Figure(
             f"decision to tool start median ({database})",
             statistics.median(start),
@@ -126,6 +139,21 @@ def _figures(database: str, data: dict[str, Any], peer: dict[str, Any] | None) -
             passed=statistics.median(start) < 10 if sqlite else None,
             note=f"p95 {percentile(start, 95):.2f} ms",
         ),
+    ]
+
+
+def _floor_figures(data: dict[str, Any]) -> list[Figure]:
+    floor, tool = statistics.median(data["floor_ms"]), statistics.median(data["tool_ms"])
+    return [
+        Figure(
+            "resume cycle's SQL alone, replayed by sqlite3 (sqlite)",
+            floor,
+            "ms",
+            note=f"{data['floor_statements']} statements (BEGIN and COMMIT included) in "
+            f"{data['floor_transactions']} transactions, replayed {len(data['floor_ms'])} "
+            f"times; with write_file's own {tool:.2f} ms, {floor + tool:.2f} ms of the "
+            "cycle go before any Python of ours runs",
+        )
     ]
 
 
@@ -142,6 +170,7 @@ def _probe() -> dict[str, Any]:
     django.setup()
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
+    from django.db import connection
 
     call_command("migrate", verbosity=0)
     from agentdash import runner
@@ -151,7 +180,8 @@ def _probe() -> dict[str, Any]:
     from agentdash.states import CallState, SessionStatus
     from agentdash.worker import StepWorker
 
-    clock = _Clock(runner)
+    recorder = _Recorder() if connection.vendor == "sqlite" else None
+    clock = _Clock(runner, on_model_call=recorder.stop if recorder else None)
     worker = StepWorker(poll_interval=1.0)
     worker.start_thread()
     try:
@@ -203,6 +233,8 @@ def _probe() -> dict[str, Any]:
             # The operator's moment of thought: the worker, done with the step, goes back
             # to sleep (a decision racing its last writes measured SQLite's lock wait).
             time.sleep(OPERATOR_THINKS_SECONDS)
+            if recorder is not None and n == PAUSE_CYCLES - 1:  # the last: no warm-up left
+                recorder.start()
             decided_at = time.time()
             began = time.perf_counter()
             decide(call.pk, user=operator, approve=True)
@@ -215,7 +247,7 @@ def _probe() -> dict[str, Any]:
     tool_ms = ExecutionResult.objects.filter(tool_call__session=session).values_list(
         "duration_ms", flat=True
     )
-    return {
+    data = {
         "calls": calls,
         "calls_per_second": calls / elapsed,
         "pause_ms": pause_ms[5:],  # the first few warm caches and connections
@@ -223,6 +255,93 @@ def _probe() -> dict[str, Any]:
         "decision_to_start_ms": start_ms[5:],
         "tool_ms": list(tool_ms)[5:],
     }
+    if recorder is not None:
+        data |= recorder.replay(FLOOR_REPLAYS)
+    return data
+
+
+class _Recorder:
+    """One resume cycle's statements as SQLite ran them on this process's connections
+    (the benchmark's and the worker's), and the database as it was before them."""
+
+    def __init__(self) -> None:
+        from django.db import connection
+        from django.db.backends.signals import connection_created
+
+        self.path = connection.settings_dict["NAME"]
+        self.statements: list[str] = []
+        self.snapshot = Path(tempfile.mkdtemp(prefix="agentdash-floor-")) / "before.sqlite3"
+        self._connections: list[sqlite3.Connection] = []
+        self._receiver = self._connection_created  # signals hold weak references
+        connection_created.connect(self._receiver)
+        connection.ensure_connection()
+        self._connections.append(connection.connection)
+
+    def _connection_created(self, connection: Any, **kwargs: Any) -> None:
+        if connection.vendor == "sqlite":
+            self._connections.append(connection.connection)
+
+    def start(self) -> None:
+        with sqlite3.connect(self.path) as source, sqlite3.connect(self.snapshot) as copy:
+            source.backup(copy)
+        self._trace(self.statements.append)
+
+    def stop(self) -> None:
+        self._trace(None)
+
+    def _trace(self, callback: Callable[[str], None] | None) -> None:
+        # Django opens them with check_same_thread=False: any thread may set the hook.
+        for raw in self._connections:
+            with contextlib.suppress(sqlite3.ProgrammingError):  # closed since
+                raw.set_trace_callback(callback)
+
+    def replay(self, times: int) -> dict[str, Any]:
+        timings = [self._replay_once() for _ in range(times)]
+        shutil.rmtree(self.snapshot.parent)
+        return {
+            "floor_ms": timings,
+            "floor_statements": len(self.statements),
+            "floor_transactions": _transactions(self.statements),
+        }
+
+    def _replay_once(self) -> float:
+        work = self.snapshot.with_name("replay.sqlite3")
+        shutil.copyfile(self.snapshot, work)
+        database = sqlite3.connect(work, isolation_level=None)
+        try:
+            database.execute("PRAGMA journal_mode=WAL")
+            database.execute("PRAGMA synchronous=NORMAL")
+            # As in the running server: the pages cached, the write-ahead log in use.
+            tables = database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            for (table,) in tables.fetchall():
+                database.execute(f'SELECT count(*) FROM "{table}"').fetchall()
+            for _ in range(3):
+                database.execute("BEGIN IMMEDIATE")
+                database.execute("UPDATE django_migrations SET app = app WHERE id = 1")
+                database.execute("COMMIT")
+            began = time.perf_counter()
+            for sql in self.statements:
+                database.execute(sql).fetchall()
+            return (time.perf_counter() - began) * 1000
+        finally:
+            database.close()
+            for path in work.parent.glob("replay.sqlite3*"):
+                path.unlink()
+
+
+def _transactions(statements: list[str]) -> int:
+    """How many transactions committed `statements`: each BEGIN ... COMMIT, and each
+    write outside one (SQLite commits it on its own)."""
+    count, within = 0, False
+    for sql in statements:
+        keyword = sql.split(None, 1)[0].upper()
+        if keyword == "BEGIN":
+            within = True
+        elif keyword == "COMMIT":
+            within, count = False, count + 1
+        elif not within and keyword != "SELECT":
+            count += 1
+    return count
 
 
 class _Clock:
@@ -231,7 +350,9 @@ class _Clock:
     events rather than polling the database, which would compete with the worker for the
     interpreter."""
 
-    def __init__(self, runner_module: Any) -> None:
+    def __init__(
+        self, runner_module: Any, *, on_model_call: Callable[[], None] | None = None
+    ) -> None:
         from django.tasks.signals import task_finished
 
         self.model_called = self.model_returned = self.step_returned = 0.0
@@ -256,6 +377,8 @@ class _Clock:
 
             def timed_complete(*args: Any, **kwargs: Any) -> Any:
                 self.model_called = time.perf_counter()
+                if on_model_call is not None:
+                    on_model_call()
                 self.model_call.set()
                 reply = complete(*args, **kwargs)
                 self.model_returned = time.perf_counter()

@@ -1,8 +1,10 @@
 """What the HTTP API reads and writes: Pydantic models, which ninja turns into the schema.
 
 Inputs are bounded wherever the database is (id ranges, lengths, decimals) and refuse
-NUL characters anywhere (PostgreSQL cannot store them), so that bad input is a 4xx
-with the field named, never a database error.
+NUL characters and lone surrogates anywhere (no database stores a lone surrogate, and
+PostgreSQL no NUL), and JSON nested deeper than MAX_JSON_DEPTH (which every recursive
+walk after this one would pay for), so that bad input is a 4xx with the field named,
+never a database error or a RecursionError.
 """
 
 from __future__ import annotations
@@ -22,22 +24,35 @@ from agentdash.sessions import check_provider, check_tools
 from agentdash.web.history_query import EARLIEST, LATEST, MAX_ID
 
 MAX_STEPS = 1000
+MAX_JSON_DEPTH = 64
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def _refuse_nul(value: Any) -> Any:
-    """`value` unchanged, unless a string anywhere in it holds a NUL character."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("must not contain NUL (\\u0000) characters")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _refuse_nul(key)
-            _refuse_nul(item)
-    elif isinstance(value, list):
-        for item in value:
-            _refuse_nul(item)
+def _storable(value: Any) -> Any:
+    """`value` unchanged, unless it nests deeper than MAX_JSON_DEPTH or a string anywhere
+    in it holds a NUL character or a lone surrogate. A loop, not recursion: JSON parsers
+    take nesting far deeper than Python's recursion limit."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            _check_text(item)
+        elif isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"must not nest deeper than {MAX_JSON_DEPTH} levels")
+            inner = [*item, *item.values()] if isinstance(item, dict) else item
+            pending += [(part, depth + 1) for part in inner]
     return value
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must not contain lone surrogates (such as \\ud800)") from None
 
 
 def _iso_8601(value: Any) -> Any:
@@ -56,9 +71,9 @@ def _in_calendar(moment: dt.datetime) -> dt.datetime:
 
 
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
-Text = Annotated[str, AfterValidator(_refuse_nul)]  # give each its max_length
-Name = Annotated[str, Field(max_length=200), AfterValidator(_refuse_nul)]
-JsonObject = Annotated[dict[str, Any], AfterValidator(_refuse_nul)]
+Text = Annotated[str, AfterValidator(_storable)]  # give each its max_length
+Name = Annotated[str, Field(max_length=200), AfterValidator(_storable)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_storable)]
 Moment = Annotated[dt.datetime, BeforeValidator(_iso_8601), AfterValidator(_in_calendar)]
 
 

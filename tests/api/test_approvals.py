@@ -89,6 +89,22 @@ def test_an_edit_the_tool_refuses_is_a_422_per_field_and_decides_nothing(as_oper
     assert not ApprovalDecision.objects.exists()
 
 
+def test_edited_arguments_nested_too_deep_or_with_a_lone_surrogate_are_a_422(as_operator, pending):
+    call = pending()
+    deep = b"[" * 2000 + b"]" * 2000  # raw bytes: Python's own encoder refuses this
+    for arguments in (b'{"content": ' + deep + b"}", b'{"path": "n.md", "content": "\\udc00"}'):
+        response = as_operator.client.post(
+            f"/api/v1/calls/{call.pk}/decision",
+            b'{"decision": "approve", "arguments": ' + arguments + b"}",
+            content_type="application/json",
+        )
+
+        assert response.status_code == 422, response.content
+        assert response.json()["errors"][0]["field"] == "body.arguments"
+    assert ToolCall.objects.get(pk=call.pk).state == CallState.PENDING_APPROVAL
+    assert not ApprovalDecision.objects.exists()
+
+
 def test_arguments_go_with_approve_only(as_operator, pending):
     call = pending()
 

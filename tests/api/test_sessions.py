@@ -165,3 +165,18 @@ def test_a_start_refused_after_the_schema_checked_it_is_a_422(as_operator, monke
     assert response.status_code == 422
     assert "is not configured here" in response.json()["detail"]
     assert not AgentSession.objects.exists()
+
+
+def test_json_nested_past_the_limit_or_holding_a_lone_surrogate_is_a_422(as_operator):
+    # Raw bytes: Python's own encoder refuses such nesting, a client's need not.
+    deep = b"[" * 2000 + b"]" * 2000
+    for body in (
+        b'{"goal": "x", "script": [[{"type": "text", "text": "a", "extra": ' + deep + b"}]]}",
+        b'{"goal": "x", "script": [[{"type": "text", "text": "\\ud800"}]]}',
+    ):
+        response = as_operator.client.post(
+            "/api/v1/sessions", body, content_type="application/json"
+        )
+
+        assert list(field_errors(response)) == ["body.script.0.0"]
+    assert not AgentSession.objects.exists()

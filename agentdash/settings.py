@@ -203,6 +203,9 @@ LOGGING = {
     "loggers": {
         "agentdash": {"handlers": ["console"], "level": os.environ.get("AGENTDASH_LOG", "INFO")},
         "tools": {"handlers": ["console"], "level": os.environ.get("AGENTDASH_LOG", "INFO")},
+        # A 500's traceback: Django's own console handler prints only with DEBUG on, and
+        # the error page tells the operator to look here.
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
     },
 }
 

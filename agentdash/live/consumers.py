@@ -3,6 +3,7 @@
 Each page opens one socket (htmx's websocket extension, `ws-connect`) and the consumer:
   - refuses anyone not logged in: it accepts, then closes with code 4401 at once, so
     the browser learns why and htmx does not retry (it retries 1006, 1011-1013 only);
+    and closes with 4401 too when that login logs out (publisher.logged_out);
   - joins the page's group for the user's audience (see groups.py);
   - sends a snapshot of everything the page's live regions show, so a browser that
     reconnects (Daphne drops sockets without a close frame on restart) catches up
@@ -66,9 +67,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
         group = self.topic()
         if self.has_audiences:
             group = groups.for_audience(group, can_decide=can_decide)
-        self.groups.append(group)  # the base class leaves it on disconnect
-        join = partial(self.channel_layer.group_add, group, self.channel_name)
-        await publisher.with_one_retry(join, f"joining {group}")
+        session_key = self.scope["session"].session_key
+        for name in (group, groups.login(session_key)):
+            self.groups.append(name)  # the base class leaves them on disconnect
+            join = partial(self.channel_layer.group_add, name, self.channel_name)
+            await publisher.with_one_retry(join, f"joining {name}")
         await self.accept()
         html = await database_sync_to_async(self.snapshot)(can_decide=can_decide)
         if html is None:
@@ -89,6 +92,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def live_html(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["html"])
+
+    async def live_logout(self, event: dict[str, Any]) -> None:
+        await self.close(code=CLOSE_LOGIN_REQUIRED)
 
 
 class SessionConsumer(LiveConsumer):

@@ -8,6 +8,8 @@ once per socket.
 
 from __future__ import annotations
 
+import hashlib
+
 SESSIONS = "sessions"  # the sessions list (no controls: one audience)
 APPROVALS = "approvals"  # the approval queue
 
@@ -18,3 +20,9 @@ def session(session_id: int) -> str:
 
 def for_audience(topic: str, *, can_decide: bool) -> str:
     return topic if can_decide else f"{topic}.readonly"
+
+
+def login(session_key: str) -> str:
+    """The sockets one login opened, closed when it logs out. The key is a secret that
+    a group's name would carry into Redis: its hash instead."""
+    return f"login-{hashlib.sha256(session_key.encode()).hexdigest()[:40]}"

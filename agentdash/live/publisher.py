@@ -39,6 +39,7 @@ from functools import partial
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import close_old_connections, connection, transaction
+from django.http import HttpRequest
 
 from agentdash.live import fragments, groups
 
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 # A send only queues a message (in memory or in Redis): this is a stuck loop or Redis.
 SEND_TIMEOUT_SECONDS = 5.0
 MESSAGE_TYPE = "live.html"  # handled by LiveConsumer.live_html
+LOGOUT_TYPE = "live.logout"  # handled by LiveConsumer.live_logout
 
 _server_loop: asyncio.AbstractEventLoop | None = None
 _own_loop: asyncio.AbstractEventLoop | None = None
@@ -197,12 +199,26 @@ def bind_loop(loop: asyncio.AbstractEventLoop) -> None:
     _server_loop = loop
 
 
+def logged_out(sender: object, request: HttpRequest | None, **kwargs: object) -> None:
+    """Close the sockets of the pages this login opened (user_logged_out's receiver): a
+    page must not go on showing what only someone logged in may see. The same user's
+    other logins keep theirs."""
+    session = getattr(request, "session", None)
+    if session is not None and session.session_key and _anyone_listening():
+        _deliver([(groups.login(session.session_key), {"type": LOGOUT_TYPE})])
+
+
 def send(pushes: list[tuple[str, str]]) -> None:
     """Send each (group, html) in order, from any thread."""
-    if not pushes:
+    _deliver([(group, {"type": MESSAGE_TYPE, "html": html}) for group, html in pushes])
+
+
+def _deliver(messages: list[tuple[str, dict[str, str]]]) -> None:
+    """Send each (group, message) in order, from any thread."""
+    if not messages:
         return
     loop = _sending_loop()
-    coroutine = _group_send_all(pushes)
+    coroutine = _group_send_all(messages)
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
@@ -216,15 +232,14 @@ def send(pushes: list[tuple[str, str]]) -> None:
     try:
         asyncio.run_coroutine_threadsafe(coroutine, loop).result(SEND_TIMEOUT_SECONDS)
     except Exception:
-        logger.exception("could not push %d live update(s)", len(pushes))
+        logger.exception("could not push %d live update(s)", len(messages))
 
 
-async def _group_send_all(pushes: list[tuple[str, str]]) -> None:
+async def _group_send_all(messages: list[tuple[str, dict[str, str]]]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    for group, html in pushes:
-        message = {"type": MESSAGE_TYPE, "html": html}
+    for group, message in messages:
         try:
             await with_one_retry(partial(layer.group_send, group, message), f"pushing to {group}")
         except Exception as error:

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
-from django.test import AsyncClient
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import AsyncClient, Client
 from django.urls import reverse
 
 from agentdash.live import publisher
@@ -14,7 +16,7 @@ from agentdash.live.consumers import CLOSE_LOGIN_REQUIRED, CLOSE_NOT_FOUND
 from agentdash.models import ToolCall
 from agentdash.sessions import start_session
 from agentdash.states import CallState
-from tests.live.conftest import receive_until
+from tests.live.conftest import ORIGIN, PUSH_TIMEOUT, receive_until
 from tests.web.html import parse
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -231,3 +233,23 @@ async def test_pending_calls_show_no_controls_to_a_viewer_of_the_session(
         card = parse(await socket.receive_from()).by_id(f"call-{call.pk}")
         assert bool(card.all(testid="approve")) is can_decide
         await socket.disconnect()
+
+
+async def test_logging_out_closes_that_logins_sockets_and_no_other(
+    application, open_socket, operator, layer
+):
+    browser = Client()
+    await database_sync_to_async(browser.force_login)(operator)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
+    headers = [(b"host", b"127.0.0.1"), (b"origin", ORIGIN), (b"cookie", cookie.encode())]
+    page = WebsocketCommunicator(application, "/ws/approvals/", headers=headers)
+    assert (await page.connect())[0]
+    await page.receive_from()  # the snapshot
+    other_browser, _ = await connected(open_socket, "/ws/approvals/", operator)
+
+    await database_sync_to_async(browser.post)(reverse("logout"))
+
+    closing = await page.receive_output(PUSH_TIMEOUT)
+    assert closing == {"type": "websocket.close", "code": CLOSE_LOGIN_REQUIRED}
+    assert await other_browser.receive_nothing(timeout=0.5)
+    await other_browser.disconnect()

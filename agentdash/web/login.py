@@ -1,4 +1,5 @@
-"""The login forms (the dashboard's and the admin's), limited against password guessing.
+"""The login forms (the dashboard's and the admin's), limited against password guessing,
+and the middleware that sends every page to them.
 
 Failed logins are counted per username and per client address (agentdash/ratelimit.py).
 Once either is over its rate, the form refuses without checking the password, says
@@ -11,10 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import middleware
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
+from django_htmx.http import HttpResponseClientRedirect
 
 from agentdash import ratelimit
 
@@ -82,3 +86,19 @@ class LoginView(auth_views.LoginView):
             response.status_code = 429
             response["Retry-After"] = str(form.locked_for)
         return response
+
+
+class LoginRequiredMiddleware(middleware.LoginRequiredMiddleware):
+    """Django's, but a request htmx makes (a button on a page whose login has ended, in
+    another tab or by expiry) sends the whole page to the login form, and back to that
+    page afterwards: a plain redirect would have htmx put the login page where the
+    button's answer goes."""
+
+    def handle_no_permission(self, request: HttpRequest, view_func: Any) -> HttpResponse:
+        page = request.htmx.current_url_abs_path if request.htmx else None  # type: ignore[attr-defined]
+        if page is None:  # not htmx, or a page of another site
+            return super().handle_no_permission(request, view_func)
+        login = redirect_to_login(
+            page, self.get_login_url(view_func), self.get_redirect_field_name(view_func)
+        )
+        return HttpResponseClientRedirect(login.url)

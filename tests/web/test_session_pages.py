@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from django.test import Client
@@ -81,6 +82,21 @@ def test_every_page_requires_login(client: Client, method: str, url: str):
 
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
+
+
+@pytest.mark.django_db
+def test_a_button_pressed_after_logout_takes_its_whole_page_to_the_login_form(client: Client):
+    page = reverse("session-detail", args=[7])
+
+    response = client.post(
+        reverse("decide-call", args=[3]),
+        HTTP_HX_REQUEST="true",
+        HTTP_HX_CURRENT_URL=f"http://testserver{page}?tab=calls",
+    )
+
+    # Not a redirect that htmx would follow and swap into the card: the page goes.
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == f"{reverse('login')}?next={quote(page + '?tab=calls')}"
 
 
 @pytest.mark.django_db

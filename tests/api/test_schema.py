@@ -7,6 +7,8 @@ deterministic: a fixed seed, derandomized generation, a few examples per phase.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -62,3 +64,18 @@ def authorization(operator, pending) -> dict[str, str]:
 )
 def test_the_api_keeps_to_its_schema(case, authorization):
     case.call_and_validate(headers=authorization, checks=CHECKS)
+
+
+def test_the_schema_names_no_key_twice(client):
+    def refuse_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        keys = [key for key, _ in pairs]
+        assert len(keys) == len(set(keys)), f"a key twice among {keys}"
+        return dict(pairs)
+
+    response = client.get("/api/v1/openapi.json")
+
+    document = json.loads(response.content, object_pairs_hook=refuse_duplicates)
+    assert (
+        "text/csv"
+        in document["paths"]["/api/v1/audit/export"]["get"]["responses"]["200"]["content"]
+    )

@@ -61,6 +61,8 @@ def test_start_prints_the_new_sessions_id(write_script, operator):
         "write_file,read_file",
         "--max-steps",
         "5",
+        "--max-tokens",
+        "20000",
         "--max-cost",
         "0.50",
         "--user",
@@ -69,7 +71,7 @@ def test_start_prints_the_new_sessions_id(write_script, operator):
     session = AgentSession.objects.get(pk=int(output.strip()))
     assert session.goal == "Write a note"
     assert session.enabled_tools == ["write_file", "read_file"]
-    assert session.max_steps == 5
+    assert (session.max_steps, session.max_tokens) == (5, 20000)
     assert str(session.max_cost) == "0.500000"
     assert session.owner == operator
     assert session.status == SessionStatus.QUEUED
@@ -85,6 +87,10 @@ def test_start_refuses_bad_input_with_clear_errors(tmp_path):
             agent("start", "--goal", "x", "--max-cost", cost)
     with pytest.raises(CommandError, match=r"--max-steps: .* greater than or equal to 1"):
         agent("start", "--goal", "x", "--max-steps", "0")
+    with pytest.raises(CommandError, match=r"--max-tokens: .* greater than or equal to 1"):
+        agent("start", "--goal", "x", "--max-tokens", "0")
+    with pytest.raises(CommandError, match=r"--goal: .* at most 20000 characters"):
+        agent("start", "--goal", "x" * 20_001)
     with pytest.raises(CommandError, match="No user 'nobody'"):
         agent("start", "--goal", "x", "--user", "nobody")
     with pytest.raises(CommandError, match="needs a goal"):

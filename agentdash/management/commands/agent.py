@@ -41,6 +41,7 @@ class Command(BaseCommand):
         start.add_argument("--script", type=Path, help="Scripted provider turns (JSON).")
         start.add_argument("--tools", default="", help="Comma-separated tool names.")
         start.add_argument("--max-steps", type=int)
+        start.add_argument("--max-tokens", type=int, help="Input and output tokens in all.")
         start.add_argument("--max-cost", help="USD")
         start.add_argument("--user", help="The session's owner.")
 
@@ -72,18 +73,23 @@ class Command(BaseCommand):
                 script = load_script(options["script"])
             except (OSError, ValueError) as error:
                 raise CommandError(f"--script: {error}") from None
+        goal = options["goal"]
+        if goal.strip():  # a blank one start_session refuses itself, saying why
+            goal = _cleaned("goal", goal)
         max_cost = _cleaned("max_cost", options["max_cost"])
         max_steps = _cleaned("max_steps", options["max_steps"])
+        max_tokens = _cleaned("max_tokens", options["max_tokens"])
         tools = [name.strip() for name in options["tools"].split(",") if name.strip()]
         try:
             session = start_session(
-                goal=options["goal"],
+                goal=goal,
                 owner=self._user(options["user"]) if options["user"] else None,
                 provider=options["provider"],
                 model=options["model"],
                 script=script,
                 enabled_tools=tools,
                 max_steps=max_steps,
+                max_tokens=max_tokens,
                 max_cost=max_cost,
             )
         except ValueError as error:
@@ -208,8 +214,9 @@ def _session_summary(session: AgentSession, calls: list[ToolCall]) -> dict[str, 
 
 
 def _cleaned(name: str, value: object) -> Any:
-    """An option checked as the start page checks its field (a finite, non-negative
-    amount that fits the column; steps within the allowed range)."""
+    """An option checked as the start page checks its field (a goal no longer than it
+    takes, a finite, non-negative amount that fits the column, steps and tokens within
+    the allowed range)."""
     if value is None:
         return None
     try:

@@ -72,3 +72,9 @@ def test_a_goal_of_one_endless_word_does_not_widen_the_pages(open_page, operator
         "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
     )
     assert page_width <= view_width
+    # Nor spill over its neighbours (the list's other columns): the goal's box holds it.
+    spilling = page.evaluate(
+        "[...document.querySelectorAll('[data-testid=session-goal], .goal-cell')]"
+        ".filter(goal => goal.scrollWidth > goal.clientWidth).length"
+    )
+    assert spilling == 0

@@ -150,6 +150,7 @@ async def test_write_file_creates_and_replaces_files_and_parent_directories(exec
     )
 
     assert created.result == "Wrote 10 characters to src/pkg/mod.py."
+    assert replaced.result == "Wrote 1 character to docs/a.txt."
     assert (root / "src/pkg/mod.py").read_bytes() == b"print(1)\r\n"
     assert replaced.status == ExecutionStatus.SUCCESS
     assert (root / "docs/a.txt").read_text() == "b"

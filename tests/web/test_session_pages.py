@@ -10,10 +10,11 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from agentdash import sessions
+from agentdash import approvals, sessions
 from agentdash.models import AgentSession, ToolCall
 from agentdash.sessions import start_session
 from agentdash.states import CallState, SessionStatus
+from agentdash.web.history_query import MAX_ID
 from tests.web.html import parse
 
 NEW = reverse("session-new")
@@ -144,6 +145,44 @@ def test_form_errors_are_shown_next_to_their_fields(as_operator, no_api_keys):
 
 
 @pytest.mark.django_db
+def test_max_tokens_is_bounded_by_what_the_column_holds(as_operator, no_api_keys):
+    too_many = as_operator.post(NEW, valid_start(max_tokens=str(MAX_ID + 1)))
+
+    assert too_many.status_code == 400
+    error = parse(too_many.content).by_id("field-max_tokens").text
+    assert f"less than or equal to {MAX_ID}" in error
+    assert not AgentSession.objects.exists()
+
+    assert as_operator.post(NEW, valid_start(max_tokens=str(MAX_ID))).status_code == 302
+    assert AgentSession.objects.get().max_tokens == MAX_ID
+
+
+def listing(path: str) -> str:
+    """A script whose one call's argument is `path`, as JSON text."""
+    return '[[{"type": "tool_use", "name": "list_dir", "input": {"path": ' + path + "}}]]"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("script", "error"),
+    [
+        pytest.param(listing("NaN"), "NaN and Infinity are not JSON numbers", id="NaN"),
+        pytest.param(listing("1e999"), "NaN and Infinity are not JSON numbers", id="1e999"),
+        pytest.param(listing('"a\\u0000"'), "NUL character", id="NUL"),
+        pytest.param(listing('"a\\udfff"'), "half a surrogate pair", id="lone surrogate"),
+        pytest.param(listing("[" * 150 + "]" * 150), "nests deeper than", id="deep"),
+        pytest.param("[" * 100_000, "nests deeper than", id="deeper than json.loads goes"),
+    ],
+)
+def test_a_script_the_database_cannot_store_is_a_field_error(as_operator, script, error):
+    response = as_operator.post(NEW, valid_start(script=script))
+
+    assert response.status_code == 400
+    assert error in parse(response.content).by_id("field-script").text
+    assert not AgentSession.objects.exists()
+
+
+@pytest.mark.django_db
 def test_a_script_needs_the_scripted_provider(as_operator, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     script = '[[{"type": "text", "text": "hi"}]]'
@@ -224,6 +263,23 @@ def test_the_session_page_shows_each_call_its_decision_and_result(
     assert "Wrote 5 characters to notes.md" in card.one(testid="call-output").text
     texts = [t.text for t in page.all(testid="message-text")]
     assert texts == ["Keep notes", "Looking first.", "All done."]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_that_never_ran_shows_no_duration(as_operator, operator, run_queued_steps):
+    session = start_session(
+        goal="Keep notes",
+        owner=operator,
+        script=[[tool_use("write_file", "w1", path="notes.md", content="x")], [text("Fine.")]],
+    )
+    run_queued_steps()
+    write = ToolCall.objects.get(session=session)
+    approvals.decide(write.pk, user=operator, approve=False, reason="not now")
+
+    card = parse(as_operator.get(detail_url(session)).content).by_id(f"call-{write.pk}")
+
+    assert card.one(testid="call-result").attrs["data-status"] == "rejected"
+    assert card.all(testid="call-duration") == []
 
 
 @pytest.mark.django_db(transaction=True)

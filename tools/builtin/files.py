@@ -48,7 +48,8 @@ class FileTools:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
             file.truncate(0)
             file.write(content)
-        return f"Wrote {len(content):,} characters to {path}."
+        count = len(content)
+        return f"Wrote {count:,} character{'' if count == 1 else 's'} to {path}."
 
     def preview_write(self, arguments: dict[str, Any]) -> str:
         """What write_file would change: a unified diff against the file as it is now."""

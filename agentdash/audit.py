@@ -179,7 +179,8 @@ def redact(value: Any) -> Any:
 # --- canonical form and hash -----------------------------------------------------------
 
 
-def _storable_text(text: str) -> str:
+def storable_text(text: str) -> str:
+    """`text` as every database stores it: NUL and lone surrogates replaced by U+FFFD."""
     # PostgreSQL refuses NUL in text and jsonb, and no database can store a lone
     # surrogate (e.g. from bytes decoded with errors="surrogateescape").
     if "\x00" in text:
@@ -195,7 +196,7 @@ def _storable_text(text: str) -> str:
 def _json_payload(value: Any) -> Any:
     """`value` as the JSON value the database will hand back unchanged (see module doc)."""
     if isinstance(value, str):
-        return _storable_text(value)
+        return storable_text(value)
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
@@ -203,7 +204,7 @@ def _json_payload(value: Any) -> Any:
             raise ValueError(f"audit payloads cannot hold {value!r}: JSON has no such number")
         return int(value) if value.is_integer() else value
     if isinstance(value, dict):
-        return {_storable_text(str(key)): _json_payload(item) for key, item in value.items()}
+        return {storable_text(str(key)): _json_payload(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_json_payload(item) for item in value]
     if isinstance(value, Decimal | uuid.UUID):

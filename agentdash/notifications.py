@@ -11,17 +11,21 @@ a task of its own; the worker's sweep queues again a try whose task was lost wit
 worker that died (`sweep_deliveries`). A delivery is tried up to
 AGENTDASH_WEBHOOK_MAX_ATTEMPTS times: again after a timeout, a connection error, 408,
 429 or a 5xx, waiting AGENTDASH_WEBHOOK_BACKOFF_SECONDS, then twice that, and so on
-(or longer, when a Retry-After asks for it); any other answer is final. Every try is
-recorded on the WebhookDelivery row (attempts, last status code or error, next
-attempt, delivered at).
+(or longer, when a Retry-After asks for it); any other answer is final. A try gets
+AGENTDASH_WEBHOOK_TIMEOUT_SECONDS in all, to connect, send and be answered: a
+receiver that answers slowly holds the worker no longer than one that never answers.
+Every try is recorded on the WebhookDelivery row (attempts, last status code or error,
+next attempt, delivered at). Nothing is sent to an endpoint switched off meanwhile: its
+pending deliveries fail, saying so.
 
 What a receiver gets, and how it checks it
 ------------------------------------------
 A POST with a JSON body (see `event_payload()`; the arguments are redacted like the
-audit log's, since a chat channel is a wider audience than the dashboard) and:
+audit log's, since a chat channel is a wider audience than the dashboard, and
+"delivery_id" is the delivery's id) and:
 
     X-Agentdash-Event:      toolcall.pending_approval | toolcall.expired
-    X-Agentdash-Delivery:   the delivery's id; a retry repeats it, so dedupe on it
+    X-Agentdash-Delivery:   the delivery's id, as in the body; a retry repeats it
     X-Agentdash-Timestamp:  when this try was signed, in Unix seconds
     X-Agentdash-Signature:  sha256=<hex HMAC-SHA256(secret, timestamp + "." + raw body)>
 
@@ -29,10 +33,13 @@ To verify: compute the HMAC over the timestamp header, a ".", and the raw body b
 exactly as received (not re-serialised JSON), compare it with the header in constant
 time, and refuse a timestamp more than a few minutes from your clock, so that a
 recorded request cannot be replayed later. `verify_signature()` does exactly that.
+Then dedupe on the body's "delivery_id": a retry sends the same body, and unlike the
+header it is signed, so a recorded request cannot pass for a new delivery.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
@@ -144,7 +151,7 @@ def sweep_deliveries() -> int:
 
     Delivery is at least once, as with any retry: when the queue lags by more than the
     grace, the lost task and its copy may both POST (`deliver` never counts a try twice
-    nor cuts a backoff short, and receivers dedupe on X-Agentdash-Delivery)."""
+    nor cuts a backoff short, and receivers dedupe on the body's delivery_id)."""
     now = timezone.now()
     grace = timedelta(
         seconds=max(
@@ -218,25 +225,31 @@ def verify_signature(
     secret: str,
     *,
     body: bytes,
-    timestamp: str,
-    signature_header: str,
+    timestamp: str | None,
+    signature_header: str | None,
     tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS,
     now: float | None = None,
 ) -> bool:
-    """A receiver's check: the signature matches and the timestamp is recent."""
-    try:
-        signed_at = int(timestamp)
-    except ValueError:
+    """A receiver's check: the signature matches and the timestamp is recent. False, never
+    an exception, for whatever a sender put in the headers or left out (None)."""
+    # ASCII digits only: int() would also take " 12", "+12", "1_2" and other scripts'
+    # digits, none of which we send.
+    if not (timestamp and timestamp.isascii() and timestamp.isdigit()) or not signature_header:
         return False
     current = time.time() if now is None else now
-    if abs(current - signed_at) > tolerance_seconds:
+    if abs(current - int(timestamp)) > tolerance_seconds:
         return False
-    return hmac.compare_digest(signature(secret, timestamp, body), signature_header)
+    # As bytes: compare_digest raises on a str with non-ASCII characters, which a forged
+    # header may hold (surrogatepass: even one decoded with errors="surrogateescape").
+    expected = signature(secret, timestamp, body).encode()
+    return hmac.compare_digest(expected, signature_header.encode(errors="surrogatepass"))
 
 
-def _body(payload: dict[str, Any]) -> bytes:
-    # The same bytes on every try: the receiver dedupes on the delivery id, not the body.
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+def _body(delivery: WebhookDelivery) -> bytes:
+    """What a try sends: the payload and, signed with it, the delivery id that receivers
+    dedupe on. The same bytes on every try of a delivery."""
+    body = {"delivery_id": delivery.pk} | delivery.payload
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 # --- delivery ---------------------------------------------------------------------------
@@ -268,28 +281,40 @@ def _post(delivery: WebhookDelivery, body: bytes) -> TryOutcome:
     }
     timeout = settings.AGENTDASH_WEBHOOK_TIMEOUT_SECONDS
     try:
+        # On an event loop of its own: the task runs in a plain worker thread.
+        return asyncio.run(_post_within(timeout, delivery.endpoint.url, body, headers))
+    except TimeoutError:
+        return TryOutcome(None, f"no answer within {timeout:g} s", retryable=True)
+    except (httpx2.InvalidURL, httpx2.UnsupportedProtocol) as error:
+        return TryOutcome(None, f"the endpoint's URL cannot be used: {error}", retryable=False)
+    except httpx2.HTTPError as error:  # refused, reset, unreachable: worth another try
+        return TryOutcome(None, f"{type(error).__name__}: {error}", retryable=True)
+
+
+async def _post_within(
+    seconds: float, url: str, body: bytes, headers: dict[str, str]
+) -> TryOutcome:
+    """POST `body` to `url`, all of it (connecting, sending, the answer's head and what is
+    kept of its body) within `seconds`, else TimeoutError. httpx's own timeouts bound each
+    read, not the whole: a receiver dripping its answer a line at a time would hold the
+    worker, and every session it runs, for as long as it liked."""
+    async with asyncio.timeout(seconds):
         # No redirects: a signed event goes where it was configured to go, or fails.
-        with (
-            httpx2.Client(timeout=timeout, follow_redirects=False) as client,
-            client.stream("POST", delivery.endpoint.url, content=body, headers=headers) as answer,
+        async with (
+            httpx2.AsyncClient(timeout=None, follow_redirects=False) as client,
+            client.stream("POST", url, content=body, headers=headers) as answer,
         ):
             status = answer.status_code
             if 200 <= status < 300:
                 return TryOutcome(status, "", retryable=False)
             # Only the start of a refusal is kept, however much the receiver sends.
-            start = next(answer.iter_bytes(ERROR_BODY_CHARS), b"")
+            start = await anext(answer.aiter_bytes(ERROR_BODY_CHARS), b"")
             return TryOutcome(
                 status,
                 f"HTTP {status}: {start[:ERROR_BODY_CHARS].decode(errors='replace')}".strip(),
                 retryable=status >= 500 or status in RETRYABLE_STATUS,
                 retry_after=_seconds(answer.headers.get("Retry-After")),
             )
-    except httpx2.TimeoutException:
-        return TryOutcome(None, f"no answer within {timeout:g} s", retryable=True)
-    except (httpx2.InvalidURL, httpx2.UnsupportedProtocol) as error:
-        return TryOutcome(None, f"the endpoint's URL cannot be used: {error}", retryable=False)
-    except httpx2.HTTPError as error:  # refused, reset, unreachable: worth another try
-        return TryOutcome(None, f"{type(error).__name__}: {error}", retryable=True)
 
 
 def _seconds(retry_after: str | None) -> float | None:
@@ -320,13 +345,17 @@ def deliver(delivery_id: int) -> str:
         return "not pending"
     if delivery.next_attempt_at is not None and delivery.next_attempt_at > timezone.now():
         return "not due"  # a duplicate task (see sweep_deliveries): the backoff stands
-    outcome = _post(delivery, _body(delivery.payload))
+    if not delivery.endpoint.active:
+        return _fail_switched_off(delivery)
+    outcome = _post(delivery, _body(delivery))
     attempts = delivery.attempts + 1
     now = timezone.now()
     fields: dict[str, Any] = {
         "attempts": attempts,
         "last_status_code": outcome.status_code,
-        "last_error": outcome.error,
+        # A receiver's answer may hold what the database cannot store (PostgreSQL: NUL),
+        # and a failed UPDATE would leave the try uncounted, for the sweep to send again.
+        "last_error": audit.storable_text(outcome.error),
         "updated_at": now,
     }
     next_attempt: datetime | None = None
@@ -355,3 +384,21 @@ def deliver(delivery_id: int) -> str:
         outcome.error or f"HTTP {outcome.status_code}",
     )
     return str(status)
+
+
+def _fail_switched_off(delivery: WebhookDelivery) -> str:
+    """Give up a delivery whose endpoint was switched off after the event was queued: the
+    operator wants nothing sent there. Not a try: the attempts stay as they were."""
+    WebhookDelivery.objects.filter(pk=delivery.pk, status=WebhookDelivery.Status.PENDING).update(
+        status=WebhookDelivery.Status.FAILED,
+        last_error="the endpoint was switched off",
+        next_attempt_at=None,
+        updated_at=timezone.now(),
+    )
+    logger.info(
+        "webhook %s (%s) to %s: not sent, the endpoint was switched off",
+        delivery.pk,
+        delivery.event,
+        delivery.endpoint.name,
+    )
+    return str(WebhookDelivery.Status.FAILED)

@@ -3,7 +3,8 @@
 It verifies the signature itself, straight from the documented scheme (HMAC-SHA256 of
 timestamp + "." + raw body), not through agentdash's own code, so that a mistake in
 the signing cannot hide behind the same mistake in the checking. Tests queue its
-answers: a status, and optionally a delay that outlasts the sender's timeout.
+answers: a status, and optionally a body, a delay that outlasts the sender's timeout,
+or a head dripped out a line at a time, each line well within it.
 """
 
 from __future__ import annotations
@@ -30,11 +31,17 @@ class Received:
         return json.loads(self.body)
 
 
+# How often a dripping answer sends one more header line.
+DRIP_INTERVAL = 0.2
+
+
 @dataclass(frozen=True)
 class Answer:
     status: int = 204
     delay: float = 0.0
     headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    drip: float = 0.0  # seconds spent sending header lines, one every DRIP_INTERVAL
 
 
 class WebhookReceiver:
@@ -87,14 +94,25 @@ def _handler_for(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
             time.sleep(answer.delay)
             try:
                 self.send_response(answer.status)
+                self._drip(answer.drip)
                 for name, value in answer.headers:
                     self.send_header(name, value)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(answer.body)))
                 self.send_header("Connection", "close")
                 self.end_headers()
+                self.wfile.write(answer.body)
             except ConnectionError:
-                pass  # the sender gave up waiting: the timeout test
+                pass  # the sender gave up waiting: the timeout tests
             self.close_connection = True
+
+        def _drip(self, seconds: float) -> None:
+            end = time.monotonic() + seconds
+            line = 0
+            while time.monotonic() < end:
+                line += 1
+                self.send_header("X-Drip", str(line))
+                self.flush_headers()
+                time.sleep(DRIP_INTERVAL)
 
         def log_message(self, format: str, *args: object) -> None:
             pass

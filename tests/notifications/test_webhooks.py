@@ -97,6 +97,27 @@ def test_a_call_that_waits_is_announced_signed_with_links_to_decide_it(
     assert delivery.delivered_at is not None
 
 
+def test_the_delivery_id_that_receivers_dedupe_on_is_signed(receiver, endpoint, waiting_call):
+    waiting_call()
+
+    [request] = receiver.received
+    delivery = WebhookDelivery.objects.get()
+    assert request.payload["delivery_id"] == delivery.pk
+    assert request.headers["x-agentdash-delivery"] == str(delivery.pk)
+    assert request.signature_valid
+    # A recorded request, replayed as another delivery, does not verify.
+    replayed = request.body.replace(
+        f'"delivery_id":{delivery.pk},'.encode(), f'"delivery_id":{delivery.pk + 1},'.encode()
+    )
+    assert replayed != request.body
+    assert not notifications.verify_signature(
+        SECRET,
+        body=replayed,
+        timestamp=request.headers["x-agentdash-timestamp"],
+        signature_header=request.headers["x-agentdash-signature"],
+    )
+
+
 def test_a_500_is_tried_again_with_the_same_body_and_delivery_id(receiver, endpoint, waiting_call):
     receiver.answer(Answer(500))
 
@@ -123,6 +144,26 @@ def test_a_timeout_is_tried_again(receiver, endpoint, waiting_call):
     assert WebhookDelivery.objects.get().attempts == 2
 
 
+def test_an_answer_dripped_out_slowly_is_cut_off_at_the_timeout(receiver, waiting_call):
+    call = waiting_call()  # no endpoint yet: nothing sent
+    WebhookEndpoint.objects.create(name="pager", url=receiver.url, secret=SECRET)
+    [delivery] = notifications.queue_event("toolcall.pending_approval", call.pk)
+    # A header line every 0.2 s for 3 s: each read is well within the 0.5 s timeout.
+    receiver.answer(Answer(204, drip=3.0))
+
+    started = time.monotonic()
+    assert notifications.deliver.call(delivery.pk) == "retrying"
+    assert time.monotonic() - started < 1.5
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == (
+        Status.PENDING,
+        1,
+        None,
+    )
+    assert delivery.last_error == "no answer within 0.5 s"
+
+
 def test_after_the_last_attempt_the_delivery_fails_with_the_reason_kept(
     receiver, endpoint, waiting_call, settings
 ):
@@ -147,6 +188,23 @@ def test_a_refusal_other_than_408_429_or_5xx_is_final(receiver, endpoint, waitin
     delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.last_status_code) == (Status.FAILED, 400)
     assert delivery.last_error == "HTTP 400:"
+
+
+def test_a_refusal_whose_body_holds_a_nul_is_recorded_as_one_try(receiver, endpoint, waiting_call):
+    # PostgreSQL stores no NUL in text: the try's UPDATE failed, uncounted, and the sweep
+    # would have sent it again and again.
+    receiver.answer(Answer(400, body=b"ab\x00cd"))
+
+    waiting_call()
+
+    assert len(receiver.received) == 1
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == (
+        Status.FAILED,
+        1,
+        400,
+    )
+    assert delivery.last_error == "HTTP 400: ab\ufffdcd"
 
 
 def test_retries_back_off_exponentially_and_honour_retry_after(
@@ -201,6 +259,32 @@ def test_expiry_is_announced_to_the_endpoints_that_want_it(
     assert request.signature_valid
 
 
+def test_nothing_is_sent_to_an_endpoint_switched_off_meanwhile(
+    receiver, endpoint, waiting_call, run_queued_steps, settings
+):
+    settings.AGENTDASH_WEBHOOK_BACKOFF_SECONDS = 60
+    receiver.answer(Answer(500))
+    waiting_call()
+    endpoint.active = False
+    endpoint.save()
+    # The retry is long overdue, its task lost: the sweep queues it again.
+    long_ago = timezone.now() - dt.timedelta(minutes=5)
+    WebhookDelivery.objects.update(next_attempt_at=long_ago, updated_at=long_ago)
+    DBTaskResult.objects.all().delete()
+    assert notifications.sweep_deliveries() == 1
+
+    run_queued_steps()
+
+    assert len(receiver.received) == 1, "only the try made while it was on"
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.last_error) == (
+        Status.FAILED,
+        1,
+        "the endpoint was switched off",
+    )
+    assert notifications.sweep_deliveries() == 0
+
+
 def test_nothing_is_sent_for_a_change_that_rolls_back(receiver, endpoint, waiting_call):
     call = waiting_call()
     receiver.received.clear()
@@ -248,7 +332,7 @@ def test_an_operator_can_send_a_failed_delivery_again(
 # --- the receiver's check, as documented ------------------------------------------------
 
 
-def test_verify_signature_accepts_exactly_the_signed_body_recently_signed():
+def test_verify_signature_accepts_exactly_the_signed_body_recently_signed_and_never_raises():
     body, now = b'{"event":"toolcall.pending_approval"}', time.time()
     stamp = str(int(now))
     header = "sha256=" + hmac.new(b"k", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
@@ -263,6 +347,12 @@ def test_verify_signature_accepts_exactly_the_signed_body_recently_signed():
     assert not check(signature_header=header.replace("sha256=", "sha256=0"))
     assert not check(now=now + 301), "a replay five minutes later"
     assert not check(timestamp="yesterday")
+    # Whatever a forger sends, or leaves out, is a no, not an exception.
+    assert not check(signature_header="sha256=" + "é" * 64)
+    assert not check(signature_header=header + "\udcff")  # a byte decoded surrogateescape
+    assert not check(signature_header=None)
+    assert not check(timestamp=None)
+    assert not check(timestamp="")
     assert not notifications.verify_signature(
         "other", body=body, timestamp=stamp, signature_header=header, now=now
     )

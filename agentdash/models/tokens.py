@@ -29,6 +29,9 @@ from django.utils import timezone
 MARK = "agd"
 PREFIX_HEX_CHARS = 12
 SECRET_BYTES = 32
+# Prefixes drawn before issue() gives up: with 48 bits, a second collision in a row
+# would say that something other than chance is at work.
+PREFIX_DRAWS = 3
 # What a well-formed token looks like (token_urlsafe(32) is 43 characters). Anything
 # else is refused before the database is asked.
 _TOKEN_SHAPE = re.compile(rf"{MARK}_(?P<prefix>[0-9a-f]{{{PREFIX_HEX_CHARS}}})_[A-Za-z0-9_-]{{43}}")
@@ -72,7 +75,9 @@ class ApiToken(models.Model):
     @classmethod
     def issue(cls, user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
         """A new token for `user`: the row, and the full token to hand over once."""
+        draws = 0
         while True:
+            draws += 1
             prefix = secrets.token_hex(PREFIX_HEX_CHARS // 2)
             token = f"{MARK}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
             try:
@@ -81,7 +86,11 @@ class ApiToken(models.Model):
                         user=user, name=name, prefix=prefix, hashed_secret=_digest(token)
                     )
             except IntegrityError:
-                continue  # two tokens drew the same 48-bit prefix: draw again
+                # Two tokens drew the same prefix: draw again. Any other failure (e.g. the
+                # user was deleted meanwhile) would only fail again, forever.
+                if draws < PREFIX_DRAWS and cls.objects.filter(prefix=prefix).exists():
+                    continue
+                raise
             return row, token
 
     @classmethod

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
+import threading
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import IntegrityError, connections
 from django.test import Client
 
 from agentdash.models import ApiToken
@@ -97,6 +100,60 @@ def test_the_schema_is_public_and_the_docs_page_needs_a_login_and_no_cdn(client,
 
 
 # --- the management command -------------------------------------------------------------
+
+
+def issue_in_a_thread(user, name: str) -> tuple[ApiToken, str] | Exception:
+    """What ApiToken.issue() returns or raises, run in a thread of its own: a regression
+    to retrying forever fails the test instead of hanging the suite. The test must be
+    transactional, for the thread's own connection to see its rows."""
+    outcome: list[tuple[ApiToken, str] | Exception] = []
+
+    def issue() -> None:
+        try:
+            outcome.append(ApiToken.issue(user, name))
+        except Exception as error:
+            outcome.append(error)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=issue, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "issue() kept drawing prefixes"
+    return outcome[0]
+
+
+# Transactional: foreign keys are checked at commit, and the commit must be issue()'s own.
+@pytest.mark.django_db(transaction=True)
+def test_a_token_for_a_user_gone_meanwhile_is_refused_not_retried(django_user_model, monkeypatch):
+    gone = django_user_model(pk=999999, username="gone")
+    draws: list[str] = []
+    token_hex = secrets.token_hex
+
+    def draw(nbytes: int) -> str:
+        draws.append(token_hex(nbytes))
+        return draws[-1]
+
+    monkeypatch.setattr(secrets, "token_hex", draw)
+
+    assert isinstance(issue_in_a_thread(gone, "bot"), IntegrityError)
+    assert len(draws) == 1, "no prefix collided: nothing to draw again"
+    assert not ApiToken.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prefix_drawn_twice_is_drawn_again_but_not_forever(operator, monkeypatch):
+    taken = ApiToken.issue(operator, "first")[0].prefix
+    draws = iter([taken, "0123456789ab"])
+    monkeypatch.setattr(secrets, "token_hex", lambda nbytes: next(draws))
+
+    row, token = issue_in_a_thread(operator, "second")
+    assert row.prefix == "0123456789ab"
+    assert token.startswith("agd_0123456789ab_")
+
+    monkeypatch.setattr(secrets, "token_hex", lambda nbytes: taken)
+    assert isinstance(issue_in_a_thread(operator, "third"), IntegrityError)
+    assert ApiToken.objects.count() == 2
 
 
 def api_token(*args: str) -> tuple[str, str]:

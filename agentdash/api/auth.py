@@ -18,6 +18,8 @@ from agentdash.models import ApiToken
 from agentdash.models.tokens import RevokedToken
 
 UNAUTHENTICATED = "Send an API token: Authorization: Bearer <token>."
+# Which of these it is, is not said: that would tell a guesser which tokens exist.
+BAD_BEARER = "This API token is not valid: mistyped, deleted, or its user deactivated."
 
 
 class TooManyFailedTokens(AuthenticationError):
@@ -30,8 +32,9 @@ class TooManyFailedTokens(AuthenticationError):
 
 
 class ApiTokenAuth(HttpBearer):
-    """ninja's bearer scheme, backed by ApiToken. Returns the user, or None (401);
-    raises TooManyFailedTokens (429)."""
+    """ninja's bearer scheme, backed by ApiToken. Returns the user, or None (401: no
+    bearer token); raises AuthenticationError (401, saying what is wrong with the token
+    sent) and TooManyFailedTokens (429)."""
 
     def authenticate(self, request: HttpRequest, token: str) -> AbstractBaseUser | None:
         limit = ratelimit.API_TOKEN_BY_ADDRESS
@@ -45,7 +48,7 @@ class ApiTokenAuth(HttpBearer):
             raise AuthenticationError(message=str(revoked)) from None
         if row is None:
             _count_failure(address)
-            return None
+            raise AuthenticationError(message=BAD_BEARER)
         # The services (decide, cancel, ...) take the acting user from the request.
         request.user = row.user
         return row.user

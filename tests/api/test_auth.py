@@ -32,25 +32,26 @@ def test_it_answers_401_json_without_a_token_never_a_login_redirect(client):
 
 
 @pytest.mark.parametrize(
-    "header",
+    ("header", "detail"),
     [
-        "Bearer nonsense",
-        "Bearer agd_0123456789ab_" + "A" * 43,  # well formed, but no such token
-        "Basic b2xpdmlhOnB3",
-        "Bearer " + "agd_" + "\x00" * 60,
+        ("Bearer nonsense", "This API token is not valid"),
+        # well formed, but no such token
+        ("Bearer agd_0123456789ab_" + "A" * 43, "This API token is not valid"),
+        ("Basic b2xpdmlhOnB3", "Send an API token"),
+        ("Bearer " + "agd_" + "\x00" * 60, "This API token is not valid"),
     ],
 )
-def test_it_answers_401_to_a_bad_token(client, operator, header):
+def test_it_answers_401_to_a_bad_token_saying_what_is_wrong(client, operator, header, detail):
     ApiToken.issue(operator, "real")
 
-    assert_unauthenticated(client.get(f"{API}/sessions", HTTP_AUTHORIZATION=header))
+    assert_unauthenticated(client.get(f"{API}/sessions", HTTP_AUTHORIZATION=header), detail)
 
 
 def test_a_token_with_a_wrong_secret_is_refused(client, operator):
     _, token = ApiToken.issue(operator, "real")
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
 
-    assert_unauthenticated(client.get(f"{API}/sessions", **bearer(forged)))
+    assert_unauthenticated(client.get(f"{API}/sessions", **bearer(forged)), "is not valid")
 
 
 def test_a_revoked_token_is_refused_and_says_so(operator):
@@ -68,7 +69,7 @@ def test_a_deactivated_users_token_stops_working(operator):
     operator.is_active = False
     operator.save()
 
-    assert_unauthenticated(ApiClient(token).get("/sessions"))
+    assert_unauthenticated(ApiClient(token).get("/sessions"), "is not valid")
 
 
 def test_only_a_hash_of_the_token_is_stored_and_use_is_recorded(operator):

@@ -84,7 +84,12 @@ class FailureLimit:
         failures, ends_at = values.get(counter, 0), values.get(window_end)
         if failures < rate.limit:
             return None
-        if ends_at is None:  # evicted, or set() never ran: lock for a whole window
+        if ends_at is None:
+            # Evicted, or set() never ran, or the counter outlived its window (Redis's
+            # incr() can make it anew, without a timeout, when it expires between the
+            # cache's EXISTS and INCR): a whole window from now, which both keys end.
+            cache.touch(counter, rate.seconds)
+            cache.set(window_end, time.time() + rate.seconds, timeout=rate.seconds + 1)
             return rate.seconds
         remaining = ends_at - time.time()
         return math.ceil(remaining) if remaining > 0 else None

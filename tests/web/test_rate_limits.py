@@ -128,6 +128,17 @@ def test_the_lockout_ends_with_its_window(operator, settings):
     assert logged_in(client)
 
 
+def test_a_count_that_outlived_its_window_locks_for_one_window_not_forever(settings):
+    settings.AGENTDASH_LOGIN_IP_RATE = "2/1s"
+    counter, _ = LOGIN_BY_ADDRESS._keys(ATTACKER)
+    cache.set(counter, 2, timeout=None)  # at the limit, with no end, as a racing incr() leaves it
+
+    assert LOGIN_BY_ADDRESS.retry_after(ATTACKER) == 1
+    time.sleep(1.3)
+
+    assert LOGIN_BY_ADDRESS.retry_after(ATTACKER) is None
+
+
 def test_a_successful_login_does_not_hide_failures_from_the_address_limit(operator, settings):
     settings.AGENTDASH_LOGIN_IP_RATE = "3/m"
     log_in("olivia", "guess")

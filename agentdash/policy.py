@@ -570,6 +570,12 @@ def decide_call(
 # --- checking rules as they are saved -------------------------------------------------
 
 
+# A call left waiting longer has been forgotten, not deliberated. The bound also keeps
+# the deadline (now + the wait) a datetime and the wait inside the database's column:
+# SQLite stores it as 64-bit microseconds, which overflow at about 106 million days.
+MAX_EXPIRES_AFTER = timedelta(days=365)
+
+
 def validate_rule(rule: PolicyRule) -> None:
     """Raise ValidationError, by field, for whatever in `rule` could not be applied."""
     errors: dict[str, list[str]] = {}
@@ -590,6 +596,8 @@ def validate_rule(rule: PolicyRule) -> None:
                 errors[field] = ["Only a rule that asks an operator has approval options."]
     if rule.expires_after is not None and rule.expires_after <= timedelta(0):
         errors["expires_after"] = ["A deadline must lie in the future."]
+    elif rule.expires_after is not None and rule.expires_after > MAX_EXPIRES_AFTER:
+        errors["expires_after"] = [f"A call can wait {MAX_EXPIRES_AFTER.days} days at most."]
 
     registry = (
         toolbox.registry_for_session(rule.session) if rule.session_id else toolbox.catalogue()

@@ -16,8 +16,10 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth.models import AbstractBaseUser
+from django.forms.fields import InvalidJSONInput, JSONString
 
 from agentdash import policy
+from agentdash.json_input import load_storable_json
 from agentdash.models import AgentSession, PolicyRule
 
 CONDITIONS_HELP = (
@@ -27,6 +29,31 @@ CONDITIONS_HELP = (
     '{"kind": "command", "argument": "command", "pattern": "\\\\brm\\\\s+-rf"}, '
     '{"kind": "number", "argument": "timeout_seconds", "min": 0, "max": 60}.'
 )
+
+
+class StorableJSONField(forms.JSONField):
+    """Django's JSON field, refusing as a field error what the database would refuse on
+    save (NaN, 1e999, "\\u0000", ...) and what json.loads raises more than
+    JSONDecodeError for (load_storable_json)."""
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled or isinstance(value, JSONString) or not isinstance(value, str):
+            return super().to_python(value)  # disabled, or already parsed: not typed text
+        if value in self.empty_values:
+            return None
+        parsed = load_storable_json(value)
+        # What Django's field returns for a JSON string, so as not to parse it again.
+        return JSONString(parsed) if isinstance(parsed, str) else parsed
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        # Refused text is shown as typed: parsing it again here would raise the same
+        # errors, and a lone surrogate written back into the page could not be encoded.
+        if isinstance(data, str) and not self.disabled:
+            try:
+                load_storable_json(data)
+            except forms.ValidationError:
+                return InvalidJSONInput(data)
+        return super().bound_data(data, initial)
 
 
 class PolicyRuleForm(forms.ModelForm):
@@ -55,6 +82,7 @@ class PolicyRuleForm(forms.ModelForm):
             "conditions": forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),
         }
         help_texts = {"conditions": CONDITIONS_HELP}
+        field_classes = {"conditions": StorableJSONField}
 
     def __init__(self, *args: Any, session: AgentSession | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -1,10 +1,8 @@
 """What the HTTP API reads and writes: Pydantic models, which ninja turns into the schema.
 
 Inputs are bounded wherever the database is (id ranges, lengths, decimals) and refuse
-NUL characters and lone surrogates anywhere (no database stores a lone surrogate, and
-PostgreSQL no NUL), and JSON nested deeper than MAX_JSON_DEPTH (which every recursive
-walk after this one would pay for), so that bad input is a 4xx with the field named,
-never a database error or a RecursionError.
+anywhere what no database stores or no later walk takes (agentdash/json_input.py), so
+that bad input is a 4xx with the field named, never a database error.
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ from typing import Annotated, Any, Literal
 from ninja import Field, Schema
 from pydantic import AfterValidator, BeforeValidator, field_validator, model_validator
 
+from agentdash.json_input import check_storable
 from agentdash.models import AgentSession, ApprovalDecision, ToolCall
 from agentdash.models.sessions import DEFAULT_MAX_STEPS
 from agentdash.providers import validate_script
@@ -24,35 +23,13 @@ from agentdash.sessions import check_provider, check_tools
 from agentdash.web.history_query import EARLIEST, LATEST, MAX_ID
 
 MAX_STEPS = 1000
-MAX_JSON_DEPTH = 64
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _storable(value: Any) -> Any:
-    """`value` unchanged, unless it nests deeper than MAX_JSON_DEPTH or a string anywhere
-    in it holds a NUL character or a lone surrogate. A loop, not recursion: JSON parsers
-    take nesting far deeper than Python's recursion limit."""
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, str):
-            _check_text(item)
-        elif isinstance(item, dict | list):
-            if depth > MAX_JSON_DEPTH:
-                raise ValueError(f"must not nest deeper than {MAX_JSON_DEPTH} levels")
-            inner = [*item, *item.values()] if isinstance(item, dict) else item
-            pending += [(part, depth + 1) for part in inner]
+    """`value` unchanged, or ValueError (json_input.check_storable)."""
+    check_storable(value)
     return value
-
-
-def _check_text(text: str) -> None:
-    if "\x00" in text:
-        raise ValueError("must not contain NUL (\\u0000) characters")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("must not contain lone surrogates (such as \\ud800)") from None
 
 
 def _iso_8601(value: Any) -> Any:

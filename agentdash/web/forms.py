@@ -6,7 +6,6 @@ response; nothing an operator types can cause a 500.
 
 from __future__ import annotations
 
-import json
 import re
 from decimal import Decimal
 from typing import Any
@@ -15,6 +14,7 @@ from django import forms
 from django.conf import settings
 
 from agentdash.approvals import InvalidEdit
+from agentdash.json_input import load_storable_json
 from agentdash.models.sessions import DEFAULT_MAX_STEPS
 from agentdash.providers import (
     ProviderInfo,
@@ -25,6 +25,7 @@ from agentdash.providers import (
 )
 from agentdash.sessions import check_provider
 from agentdash.toolbox import ToolInfo, tool_catalogue
+from agentdash.web.history_query import MAX_ID
 
 MAX_STEPS_LIMIT = 1000
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -64,7 +65,10 @@ class StartSessionForm(forms.Form):
     max_steps = forms.IntegerField(
         label="Max model steps", min_value=1, max_value=MAX_STEPS_LIMIT, initial=DEFAULT_MAX_STEPS
     )
-    max_tokens = forms.IntegerField(label="Max tokens", min_value=1, required=False)
+    # The API's bound too: the largest integer the column (and SQLite) can hold.
+    max_tokens = forms.IntegerField(
+        label="Max tokens", min_value=1, max_value=MAX_ID, required=False
+    )
     max_cost = forms.DecimalField(
         label="Max cost (USD)",
         min_value=Decimal(0),
@@ -131,9 +135,7 @@ class StartSessionForm(forms.Form):
         if not text:
             return None
         try:
-            return validate_script(json.loads(text))
-        except json.JSONDecodeError as error:
-            raise forms.ValidationError(f"Not valid JSON: {error}") from None
+            return validate_script(load_storable_json(text))
         except ValueError as error:
             raise forms.ValidationError(str(error)) from None
 
@@ -174,9 +176,9 @@ class DecisionForm(forms.Form):
             return cleaned
         text = cleaned.get("arguments", "")
         try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError as error:
-            self.add_error("arguments", f"Not valid JSON: {error}")
+            parsed = load_storable_json(text)
+        except forms.ValidationError as error:
+            self.add_error("arguments", error)
             return cleaned
         if not isinstance(parsed, dict):
             self.add_error("arguments", "The arguments must be a JSON object ({...}).")

@@ -223,6 +223,29 @@ def test_without_javascript_a_decision_redirects_back_with_a_notice(as_operator,
     assert page.one(testid="notice").text.startswith(f"Approved write_file (call {call.pk})")
 
 
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        pytest.param("9" * 5000, "too many digits", id="5000 digits"),
+        pytest.param("[" * 100_000, "Nesting deeper than", id="deep"),
+        pytest.param('{"path": "notes.md", "content": NaN}', "not JSON numbers", id="NaN"),
+        pytest.param('{"path": "notes.md", "content": "\\u0000"}', "NUL character", id="NUL"),
+    ],
+)
+def test_edited_arguments_the_database_cannot_store_are_refused(
+    as_operator, pending, arguments, error
+):
+    call = pending()
+
+    response = as_operator.post(
+        decide_url(call), {"action": "edit", "card": "queue", "arguments": arguments}
+    )
+
+    assert response.status_code == 422
+    assert error in parse(response.content).one(testid="decision-error").text
+    assert ToolCall.objects.get(pk=call.pk).state == CallState.PENDING_APPROVAL
+
+
 def test_without_javascript_a_refused_edit_keeps_what_was_typed(as_operator, pending):
     call = pending()
 

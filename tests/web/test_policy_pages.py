@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -115,6 +116,47 @@ def test_bad_input_is_a_form_error_never_a_500(as_operator, field, value):
 
     assert response.status_code == 422
     assert parse(response.content).all(testid=f"error-{field}")
+    assert not PolicyRule.objects.exists()
+
+
+def test_a_wait_longer_than_a_year_is_a_form_error(as_operator):
+    too_long = as_operator.post(NEW, rule_fields(action="ask", expires_after="999999999 00:00:00"))
+
+    assert too_long.status_code == 422
+    assert "365 days at most" in parse(too_long.content).one(testid="error-expires_after").text
+    assert not PolicyRule.objects.exists()
+
+    a_year = as_operator.post(NEW, rule_fields(action="ask", expires_after="365 00:00:00"))
+
+    assert a_year.status_code == 302
+    assert PolicyRule.objects.get().expires_after == timedelta(days=365)
+
+
+TIMEOUT = '[{"kind": "number", "argument": "timeout_seconds", "%s": %s}]'
+PATTERN = '[{"kind": "command", "argument": "code", "pattern": "%s"}]'
+NOT_A_NUMBER = "NaN and Infinity are not JSON numbers"
+
+
+@pytest.mark.parametrize(
+    ("conditions", "error"),
+    [
+        pytest.param(TIMEOUT % ("min", "1e999"), NOT_A_NUMBER, id="1e999"),
+        pytest.param(TIMEOUT % ("max", "-Infinity"), NOT_A_NUMBER, id="-Infinity"),
+        pytest.param(TIMEOUT % ("min", "NaN"), NOT_A_NUMBER, id="NaN"),
+        pytest.param(TIMEOUT % ("min", "9" * 5000), "too many digits", id="5000 digits"),
+        pytest.param(PATTERN % "rm\\u0000", "NUL character", id="NUL"),
+        pytest.param(PATTERN % "rm\\ud800", "lone surrogate", id="lone surrogate"),
+        pytest.param("[" * 100_000 + "]" * 100_000, "Nesting deeper than", id="deep"),
+    ],
+)
+def test_conditions_the_database_cannot_store_are_a_form_error(as_operator, conditions, error):
+    # run_python has both arguments: without the check, each rule would be valid.
+    response = as_operator.post(NEW, rule_fields(tool="run_python", conditions=conditions))
+
+    assert response.status_code == 422
+    page = parse(response.content)
+    assert error in page.one(testid="error-conditions").text
+    assert page.by_id("id_conditions").text == conditions  # shown as typed
     assert not PolicyRule.objects.exists()
 
 

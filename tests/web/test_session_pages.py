@@ -169,9 +169,9 @@ def listing(path: str) -> str:
         pytest.param(listing("NaN"), "NaN and Infinity are not JSON numbers", id="NaN"),
         pytest.param(listing("1e999"), "NaN and Infinity are not JSON numbers", id="1e999"),
         pytest.param(listing('"a\\u0000"'), "NUL character", id="NUL"),
-        pytest.param(listing('"a\\udfff"'), "half a surrogate pair", id="lone surrogate"),
-        pytest.param(listing("[" * 150 + "]" * 150), "nests deeper than", id="deep"),
-        pytest.param("[" * 100_000, "nests deeper than", id="deeper than json.loads goes"),
+        pytest.param(listing('"a\\udfff"'), "lone surrogate", id="lone surrogate"),
+        pytest.param(listing("[" * 150 + "]" * 150), "Nesting deeper than", id="deep"),
+        pytest.param("[" * 100_000, "Nesting deeper than", id="deeper than json.loads goes"),
     ],
 )
 def test_a_script_the_database_cannot_store_is_a_field_error(as_operator, script, error):

@@ -67,8 +67,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         group = self.topic()
         if self.has_audiences:
             group = groups.for_audience(group, can_decide=can_decide)
-        session_key = self.scope["session"].session_key
-        for name in (group, groups.login(session_key)):
+        # A logged-in user has a session: the stack is AuthMiddlewareStack (asgi.py).
+        login = groups.login(self.scope["session"])
+        for name in (group, *([login] if login else [])):
             self.groups.append(name)  # the base class leaves them on disconnect
             join = partial(self.channel_layer.group_add, name, self.channel_name)
             await publisher.with_one_retry(join, f"joining {name}")

@@ -204,8 +204,9 @@ def logged_out(sender: object, request: HttpRequest | None, **kwargs: object) ->
     page must not go on showing what only someone logged in may see. The same user's
     other logins keep theirs."""
     session = getattr(request, "session", None)
-    if session is not None and session.session_key and _anyone_listening():
-        _deliver([(groups.login(session.session_key), {"type": LOGOUT_TYPE})])
+    group = groups.login(session) if session is not None else None
+    if group is not None and _anyone_listening():
+        _deliver([(group, {"type": LOGOUT_TYPE})])
 
 
 def send(pushes: list[tuple[str, str]]) -> None:

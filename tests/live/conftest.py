@@ -75,6 +75,11 @@ def application(settings):
 def cookie_for(user) -> bytes:
     client = Client()
     client.force_login(user)
+    return session_cookie(client)
+
+
+def session_cookie(client: Client) -> bytes:
+    """The Cookie header of `client`'s session, as its browser would send it."""
     name = django_settings.SESSION_COOKIE_NAME
     return f"{name}={client.cookies[name].value}".encode()
 

@@ -16,7 +16,7 @@ from agentdash.live.consumers import CLOSE_LOGIN_REQUIRED, CLOSE_NOT_FOUND
 from agentdash.models import ToolCall
 from agentdash.sessions import start_session
 from agentdash.states import CallState
-from tests.live.conftest import ORIGIN, PUSH_TIMEOUT, receive_until
+from tests.live.conftest import ORIGIN, PUSH_TIMEOUT, receive_until, session_cookie
 from tests.web.html import parse
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -235,17 +235,27 @@ async def test_pending_calls_show_no_controls_to_a_viewer_of_the_session(
         await socket.disconnect()
 
 
+def cycle_key(browser: Client) -> None:
+    session = browser.session
+    session.cycle_key()
+    browser.cookies[settings.SESSION_COOKIE_NAME] = session.session_key
+
+
 async def test_logging_out_closes_that_logins_sockets_and_no_other(
     application, open_socket, operator, layer
 ):
     browser = Client()
     await database_sync_to_async(browser.force_login)(operator)
-    cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
-    headers = [(b"host", b"127.0.0.1"), (b"origin", ORIGIN), (b"cookie", cookie.encode())]
-    page = WebsocketCommunicator(application, "/ws/approvals/", headers=headers)
+    headers = [(b"host", b"127.0.0.1"), (b"origin", ORIGIN)]
+    page = WebsocketCommunicator(
+        application, "/ws/approvals/", headers=[*headers, (b"cookie", session_cookie(browser))]
+    )
     assert (await page.connect())[0]
     await page.receive_from()  # the snapshot
     other_browser, _ = await connected(open_socket, "/ws/approvals/", operator)
+    # The session's key changes while the login goes on, as a password change makes it
+    # (update_session_auth_hash): the page opened before is still this login's.
+    await database_sync_to_async(cycle_key)(browser)
 
     await database_sync_to_async(browser.post)(reverse("logout"))
 

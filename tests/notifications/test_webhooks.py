@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import socket
 import time
 
 import pytest
@@ -161,6 +162,25 @@ def test_an_answer_dripped_out_slowly_is_cut_off_at_the_timeout(receiver, waitin
         1,
         None,
     )
+    assert delivery.last_error == "no answer within 0.5 s"
+
+
+def test_a_name_lookup_that_hangs_is_cut_off_at_the_timeout(waiting_call, monkeypatch):
+    call = waiting_call()
+    WebhookEndpoint.objects.create(name="pager", url="http://pager.invalid/hook", secret=SECRET)
+    [delivery] = notifications.queue_event("toolcall.pending_approval", call.pk)
+    lookup = socket.getaddrinfo
+
+    def slow_resolver(*args, **kwargs):
+        time.sleep(3)
+        return lookup(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_resolver)
+
+    started = time.monotonic()
+    assert notifications.deliver.call(delivery.pk) == "retrying"
+    assert time.monotonic() - started < 1.5
+    delivery.refresh_from_db()
     assert delivery.last_error == "no answer within 0.5 s"
 
 
@@ -353,6 +373,7 @@ def test_verify_signature_accepts_exactly_the_signed_body_recently_signed_and_ne
     assert not check(signature_header=None)
     assert not check(timestamp=None)
     assert not check(timestamp="")
+    assert not check(timestamp="1" * 5000)  # int() refuses past 4,300 digits
     assert not notifications.verify_signature(
         "other", body=body, timestamp=stamp, signature_header=header, now=now
     )

@@ -101,16 +101,20 @@ class FailureLimit:
         if rate is None:
             return None
         counter, window_end = self._keys(key)
-        # add() is atomic and only the first failure of a window succeeds at it; the end
-        # is kept a second longer than the counter so a locked key always has it.
-        if cache.add(counter, 0, timeout=rate.seconds):
-            cache.set(window_end, time.time() + rate.seconds, timeout=rate.seconds + 1)
+        # add() is atomic and only the first failure of a window succeeds at it.
+        cache.add(counter, 0, timeout=rate.seconds)
         try:
             failures = cache.incr(counter)
         except ValueError:  # the window ended between add() and incr(): a new one
             cache.add(counter, 0, timeout=rate.seconds)
-            cache.set(window_end, time.time() + rate.seconds, timeout=rate.seconds + 1)
             failures = cache.incr(counter)
+        if failures == 1:
+            # A window's first failure, however its counter came to be: Redis's incr()
+            # makes an expired key anew, without a timeout, when it expires between the
+            # cache's EXISTS and INCR. Both keys end with the window; its end a second
+            # later, so that a locked key always has it.
+            cache.touch(counter, rate.seconds)
+            cache.set(window_end, time.time() + rate.seconds, timeout=rate.seconds + 1)
         if failures != rate.limit:
             return None
         return self.retry_after(key) or rate.seconds

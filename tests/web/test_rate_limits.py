@@ -139,6 +139,23 @@ def test_a_count_that_outlived_its_window_locks_for_one_window_not_forever(setti
     assert LOGIN_BY_ADDRESS.retry_after(ATTACKER) is None
 
 
+def test_a_count_made_anew_without_a_timeout_still_ends_with_its_window(settings, monkeypatch):
+    settings.AGENTDASH_LOGIN_IP_RATE = "3/1s"
+    counter, _ = LOGIN_BY_ADDRESS._keys(ATTACKER)
+
+    def incr_on_an_expired_key(key: str, delta: int = 1) -> int:
+        cache.set(key, delta, timeout=None)  # what Redis's INCR does with a missing key
+        return delta
+
+    monkeypatch.setattr(cache, "add", lambda *args, **kwargs: False)  # there a moment ago
+    monkeypatch.setattr(cache, "incr", incr_on_an_expired_key)
+    LOGIN_BY_ADDRESS.fail(ATTACKER)
+    monkeypatch.undo()
+    time.sleep(1.3)
+
+    assert cache.get(counter) is None
+
+
 def test_a_successful_login_does_not_hide_failures_from_the_address_limit(operator, settings):
     settings.AGENTDASH_LOGIN_IP_RATE = "3/m"
     log_in("olivia", "guess")

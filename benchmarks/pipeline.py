@@ -149,7 +149,8 @@ def _floor_figures(data: dict[str, Any]) -> list[Figure]:
             "resume cycle's SQL alone, replayed by sqlite3 (sqlite)",
             floor,
             "ms",
-            note=f"{data['floor_statements']} statements (BEGIN and COMMIT included) in "
+            note=f"{data['floor_statements']} statements (BEGIN and COMMIT included; each "
+            "compiled afresh, its values being in its text) in "
             f"{data['floor_transactions']} transactions, replayed {len(data['floor_ms'])} "
             f"times; with write_file's own {tool:.2f} ms, {floor + tool:.2f} ms of the "
             "cycle go before any Python of ours runs",
@@ -272,6 +273,7 @@ class _Recorder:
         self.statements: list[str] = []
         self.snapshot = Path(tempfile.mkdtemp(prefix="agentdash-floor-")) / "before.sqlite3"
         self._connections: list[sqlite3.Connection] = []
+        self._callback: Callable[[str], None] | None = None
         self._receiver = self._connection_created  # signals hold weak references
         connection_created.connect(self._receiver)
         connection.ensure_connection()
@@ -280,6 +282,7 @@ class _Recorder:
     def _connection_created(self, connection: Any, **kwargs: Any) -> None:
         if connection.vendor == "sqlite":
             self._connections.append(connection.connection)
+            connection.connection.set_trace_callback(self._callback)  # opened mid-cycle
 
     def start(self) -> None:
         with sqlite3.connect(self.path) as source, sqlite3.connect(self.snapshot) as copy:
@@ -290,14 +293,17 @@ class _Recorder:
         self._trace(None)
 
     def _trace(self, callback: Callable[[str], None] | None) -> None:
+        self._callback = callback
         # Django opens them with check_same_thread=False: any thread may set the hook.
         for raw in self._connections:
             with contextlib.suppress(sqlite3.ProgrammingError):  # closed since
                 raw.set_trace_callback(callback)
 
     def replay(self, times: int) -> dict[str, Any]:
-        timings = [self._replay_once() for _ in range(times)]
-        shutil.rmtree(self.snapshot.parent)
+        try:
+            timings = [self._replay_once() for _ in range(times)]
+        finally:
+            shutil.rmtree(self.snapshot.parent)
         return {
             "floor_ms": timings,
             "floor_statements": len(self.statements),

@@ -64,6 +64,7 @@ def _count_failure(address: str) -> None:
 
 
 def token_user(request: HttpRequest) -> AbstractBaseUser | None:
-    """The user behind the request's bearer token, or None; raises AuthenticationError
-    for a revoked token, TooManyFailedTokens once the address is locked out."""
+    """The user behind the request's bearer token, or None when it sends none; raises
+    AuthenticationError for a token that does not authenticate, TooManyFailedTokens once
+    the address is locked out."""
     return ApiTokenAuth()(request)

@@ -22,7 +22,7 @@ from django.db.models import Count, Max, Prefetch, Q, QuerySet
 
 from agentdash import toolbox
 from agentdash.models import AgentSession, ApprovalDecision, ExecutionResult, Message, ToolCall
-from agentdash.states import CallState
+from agentdash.states import CALL_DECIDED, CallState
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +110,11 @@ class CallCard:
     @property
     def is_pending(self) -> bool:
         return self.call.state == CallState.PENDING_APPROVAL
+
+    @property
+    def is_to_run(self) -> bool:
+        """Whether the call may still run: waiting for a human, or decided and not started."""
+        return self.is_pending or self.call.state in CALL_DECIDED
 
     @property
     def preview_is_diff(self) -> bool:

@@ -274,12 +274,15 @@ def test_a_call_that_never_ran_shows_no_duration(as_operator, operator, run_queu
     )
     run_queued_steps()
     write = ToolCall.objects.get(session=session)
+    waiting = parse(as_operator.get(detail_url(session)).content).by_id(f"call-{write.pk}")
     approvals.decide(write.pk, user=operator, approve=False, reason="not now")
 
     card = parse(as_operator.get(detail_url(session)).content).by_id(f"call-{write.pk}")
 
     assert card.one(testid="call-result").attrs["data-status"] == "rejected"
     assert card.all(testid="call-duration") == []
+    assert "What it will do" in waiting.text
+    assert "What it was to do" in card.text
 
 
 @pytest.mark.django_db(transaction=True)

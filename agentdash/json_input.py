@@ -14,6 +14,7 @@ from django import forms
 # Far deeper than any script, edited arguments or policy condition needs, and well inside
 # what the JSON columns and recursive walks take (SQLite's JSON_VALID refuses 2,000).
 MAX_JSON_DEPTH = 64
+TOO_DEEP = f"Nesting deeper than {MAX_JSON_DEPTH} levels is not accepted."
 
 
 def check_storable(value: Any) -> None:
@@ -33,7 +34,7 @@ def check_storable(value: Any) -> None:
             raise ValueError("NaN and Infinity are not JSON numbers (1e999 is Infinity).")
         elif isinstance(item, dict | list):
             if depth > MAX_JSON_DEPTH:
-                raise ValueError(f"Nesting deeper than {MAX_JSON_DEPTH} levels is not accepted.")
+                raise ValueError(TOO_DEEP)
             parts = [*item, *item.values()] if isinstance(item, dict) else item
             pending += [(part, depth + 1) for part in parts]
 
@@ -49,9 +50,7 @@ def load_storable_json(text: str) -> Any:
     except ValueError:  # json.loads's own, for an integer too long to convert
         raise forms.ValidationError("Not valid JSON: a number has too many digits.") from None
     except RecursionError:
-        raise forms.ValidationError(
-            f"Nesting deeper than {MAX_JSON_DEPTH} levels is not accepted."
-        ) from None
+        raise forms.ValidationError(TOO_DEEP) from None
     try:
         check_storable(value)
     except ValueError as error:

@@ -59,6 +59,12 @@ class Rate:
         return cls(limit=limit, seconds=int(match["count"] or 1) * _UNITS[match["unit"]])
 
 
+def _start_window(counter: str, window_end: str, rate: Rate) -> None:
+    """A window of `rate` from now: the counter ends with it, its end a second later."""
+    cache.touch(counter, rate.seconds)
+    cache.set(window_end, time.time() + rate.seconds, timeout=rate.seconds + 1)
+
+
 class FailureLimit:
     """Failures of one kind (`scope`), counted per key, against the rate in the setting
     named `setting` (read at each use, so tests and operators can change it)."""
@@ -88,8 +94,7 @@ class FailureLimit:
             # Evicted, or set() never ran, or the counter outlived its window (Redis's
             # incr() can make it anew, without a timeout, when it expires between the
             # cache's EXISTS and INCR): a whole window from now, which both keys end.
-            cache.touch(counter, rate.seconds)
-            cache.set(window_end, time.time() + rate.seconds, timeout=rate.seconds + 1)
+            _start_window(counter, window_end, rate)
             return rate.seconds
         remaining = ends_at - time.time()
         return math.ceil(remaining) if remaining > 0 else None
@@ -113,8 +118,7 @@ class FailureLimit:
             # makes an expired key anew, without a timeout, when it expires between the
             # cache's EXISTS and INCR. Both keys end with the window; its end a second
             # later, so that a locked key always has it.
-            cache.touch(counter, rate.seconds)
-            cache.set(window_end, time.time() + rate.seconds, timeout=rate.seconds + 1)
+            _start_window(counter, window_end, rate)
         if failures != rate.limit:
             return None
         return self.retry_after(key) or rate.seconds

@@ -86,14 +86,19 @@ def session_cookie(client: Client) -> bytes:
 
 @pytest.fixture
 def open_socket(application) -> Callable[..., Awaitable[WebsocketCommunicator]]:
-    """A socket for `path`, as `user` (None: anonymous), from `origin`; not yet connected."""
+    """A socket for `path`, as `user` (None: anonymous, unless `cookie` is a session's),
+    from `origin`; not yet connected."""
 
-    async def open_(path: str, user=None, *, origin: bytes | None = ORIGIN):
+    async def open_(
+        path: str, user=None, *, origin: bytes | None = ORIGIN, cookie: bytes | None = None
+    ):
         headers = [(b"host", b"127.0.0.1")]
         if origin is not None:
             headers.append((b"origin", origin))
         if user is not None:
-            headers.append((b"cookie", await database_sync_to_async(cookie_for)(user)))
+            cookie = await database_sync_to_async(cookie_for)(user)
+        if cookie is not None:
+            headers.append((b"cookie", cookie))
         return WebsocketCommunicator(application, path, headers=headers)
 
     return open_

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import AsyncClient, Client
 from django.urls import reverse
@@ -16,7 +15,7 @@ from agentdash.live.consumers import CLOSE_LOGIN_REQUIRED, CLOSE_NOT_FOUND
 from agentdash.models import ToolCall
 from agentdash.sessions import start_session
 from agentdash.states import CallState
-from tests.live.conftest import ORIGIN, PUSH_TIMEOUT, receive_until, session_cookie
+from tests.live.conftest import PUSH_TIMEOUT, receive_until, session_cookie
 from tests.web.html import parse
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -241,15 +240,10 @@ def cycle_key(browser: Client) -> None:
     browser.cookies[settings.SESSION_COOKIE_NAME] = session.session_key
 
 
-async def test_logging_out_closes_that_logins_sockets_and_no_other(
-    application, open_socket, operator, layer
-):
+async def test_logging_out_closes_that_logins_sockets_and_no_other(open_socket, operator, layer):
     browser = Client()
     await database_sync_to_async(browser.force_login)(operator)
-    headers = [(b"host", b"127.0.0.1"), (b"origin", ORIGIN)]
-    page = WebsocketCommunicator(
-        application, "/ws/approvals/", headers=[*headers, (b"cookie", session_cookie(browser))]
-    )
+    page = await open_socket("/ws/approvals/", cookie=session_cookie(browser))
     assert (await page.connect())[0]
     await page.receive_from()  # the snapshot
     other_browser, _ = await connected(open_socket, "/ws/approvals/", operator)

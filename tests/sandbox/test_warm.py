@@ -81,9 +81,9 @@ LEAVES_A_CHILD = (
 async def test_the_run_reports_its_status_whatever_it_leaves_behind(
     warm: WarmSandbox, workspace: Path, left_behind: str, ending: str, exit_code: int
 ):
-    """A run that left nothing running is reported by its pid 1 as soon as it has reaped
-    what is left; one that left a process running is reported once pid 1's end has killed
-    it. The status is the same either way, and nothing outlives the run."""
+    """A run's pid 1 reports it once the main process has ended and whatever it left has
+    been killed and reaped. The status is the same either way, and nothing outlives the
+    run."""
     result = await warm.run(code=left_behind + ending, workdir=workspace)
     assert result.exit_code == exit_code, result
     assert not result.timed_out
@@ -92,6 +92,65 @@ async def test_the_run_reports_its_status_whatever_it_leaves_behind(
     assert beats > 0 or left_behind == LEAVES_A_ZOMBIE
     await asyncio.sleep(0.3)
     assert (heartbeat.stat().st_size if heartbeat.exists() else 0) == beats, "still alive"
+
+
+# 200 processes that outlive their parents one after another, never more than a few at
+# once: each becomes a child of pid 1 when its parent ends. A fork refused for the
+# process limit is tried again; it would be refused for ever if pid 1 left them as
+# zombies (which count against the limit until reaped).
+ORPHANS = (
+    "import os, time\n"
+    "refused = 0\n"
+    "for _ in range(200):\n"
+    "    while True:\n"
+    "        try:\n"
+    "            child = os.fork()\n"
+    "            break\n"
+    "        except BlockingIOError:\n"
+    "            refused += 1\n"
+    "            assert refused < 200, 'orphans are not reaped'\n"
+    "            time.sleep(0.01)\n"
+    "    if child == 0:\n"
+    "        if os.fork() == 0:\n"
+    "            os._exit(0)\n"
+    "        os._exit(0)\n"
+    "    os.waitpid(child, 0)\n"
+    "print('all forked')\n"
+)
+
+
+async def test_pid_1_reaps_orphans_while_the_run_goes_on(tmp_path: Path, workspace: Path):
+    """The process limit counts processes that ended but were not reaped: pid 1 reaps
+    the run's orphans as they end, not only once the run is over."""
+    sandbox = WarmSandbox(Limits(max_processes=8), workspace_root=tmp_path)
+    try:
+        result = await sandbox.run(code=ORPHANS, workdir=workspace)
+    finally:
+        await sandbox.aclose()
+    assert (result.stdout, result.stderr) == ("all forked\n", ""), result
+    assert result.limit_hit is None, result
+
+
+async def test_signals_the_run_sends_its_pid_1_change_nothing(warm: WarmSandbox, workspace: Path):
+    """pid 1 of the run's namespace supervises the run. The signals it has a handler for
+    reach it from the run: they neither end the run early nor lose its result."""
+    code = (
+        "import os, signal, time\n"
+        "for _ in range(50):\n"
+        "    os.kill(1, signal.SIGINT)\n"
+        "    os.kill(1, signal.SIGCHLD)\n"
+        "time.sleep(0.05)\n"
+        "print('done')\n"
+    )
+    result = await warm.run(code=code, workdir=workspace)
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "done\n", ""), result
+    # pid 1 ignores SIGINT; the code, as under python -c, gets KeyboardInterrupt.
+    interrupted = await warm.run(
+        code="import os, signal\ntry:\n    os.kill(os.getpid(), signal.SIGINT)\n"
+        "except KeyboardInterrupt:\n    print('interrupted')\n",
+        workdir=workspace,
+    )
+    assert interrupted.stdout == "interrupted\n", interrupted
 
 
 async def test_a_run_that_asks_to_be_traced_harms_no_other_run(warm: WarmSandbox, tmp_path: Path):

@@ -189,7 +189,7 @@ class Launcher:
 
 def group_limits(limits: Limits) -> tuple[int, int]:
     """pids.max and the memory limit of a run's groups."""
-    return limits.max_processes + 1, limits.memory_mb * MIB  # the run's pid 1 counts too
+    return limits.max_processes, limits.memory_mb * MIB
 
 
 _shared: dict[tuple[Path, Interpreter], Launcher] = {}
@@ -311,7 +311,7 @@ class WarmSandbox(Sandbox):
             await asyncio.to_thread(self._own.stop)
 
     def _request(self, command: Command, workspace: Path, limits: Limits) -> bytes:
-        """What the run's supervisor reads: one line of JSON."""
+        """What the run's spare (its pid 1, which supervises it) reads: one line of JSON."""
         max_tasks, memory_bytes = group_limits(limits)
         request = {
             "code": command.code,
@@ -362,7 +362,7 @@ class WarmSandbox(Sandbox):
             nonlocal killed
             killed = True
             with contextlib.suppress(OSError):
-                # The supervisor kills the run's pid 1, and so all of the run.
+                # The run's pid 1 then kills all of it.
                 run.shutdown(socket.SHUT_RDWR)
 
         async def exit_code() -> int:

@@ -4,25 +4,25 @@ environment, so it starts clean and holds nothing of the server's memory or secr
 
 bubblewrap gives it, once, what every run shares: user, pid, network, ipc and uts
 namespaces, a read-only root holding /usr and the interpreter, and the workspaces'
-parent directory at /workspaces. It keeps SPARES runs prepared ahead: each spare is a
-supervisor that has unshared fresh mount, network, ipc, uts and pid namespaces, with a
-fresh /tmp and /dev/shm, and has started its runner, pid 2 of the new pid namespace,
-with its own /proc, already uid 65534 with no capabilities in a user namespace of its own.
-Its pid 1 has joined the run's cgroups (made in the server's own, lent at /cgroup, then
-covered), with the server's default limits. When a run comes, the supervisor mounts the
-run's workspace (at /workspace, and covers every other one) and sets other limits if the
-run has them, and the runner sets the rlimits and runs the code in the interpreter that
-is already started; the launcher meanwhile prepares the next spare. So a run pays for
-neither an interpreter's start nor its namespaces' and cgroups' creation.
+parent directory at /workspaces. It keeps SPARES runs prepared ahead. Each spare is
+forked as pid 1 of a fresh pid namespace and is its run's supervisor: it has unshared
+fresh mount, network, ipc and uts namespaces, with a fresh /tmp and /dev/shm, made the
+run's cgroups (in the server's own, lent at /cgroup, then covered) with the server's
+default limits, and started its runner, pid 2, which has joined those cgroups, mounted
+its own /proc and become uid 65534 with no capabilities in a user namespace of its own.
+When a run comes, the spare mounts the run's workspace (at /workspace, and covers every
+other one) and sets other limits if the run has them, and the runner sets the rlimits
+and runs the code in the interpreter that is already started; the launcher meanwhile
+prepares the next spare. So a run pays for neither an interpreter's start nor its
+namespaces' and cgroups' creation, and two processes are all it costs.
 
 Protocol, on the socket passed as argv[1] (SOCK_SEQPACKET; argv[2] names the launcher,
 argv[3] and argv[4] are the default pids.max and memory limit): the zygote sends
 b"ready"; then per run the server sends b"run" with the file descriptors [run socket,
 stdout, stderr]. On the run socket the server sends one line of JSON (code or argv,
-workspace, limits); the supervisor answers {"status": <wait status>, "limits_hit": ...}
-once nothing of the run is left (pid 1 of its namespace says so, or has ended), and
-closes it. The server hanging up the
-run socket kills the run.
+workspace, limits); once the runner has ended and whatever it left is killed, the spare
+answers {"status": <the runner's wait status>, "limits_hit": ...} and closes it. The
+server hanging up the run socket kills the run.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import sys
 import time
 import traceback
 import types
+from collections.abc import Iterator
 from typing import TextIO
 
 MS_RDONLY = 1
@@ -80,6 +81,13 @@ ENVIRONMENT = {
 }
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# Looked up, and what does not change made, once in the launcher rather than in every
+# spare and runner: what a forked process does first costs it page copies.
+_mount, _prctl, _capset, _ptrace = _libc.mount, _libc.prctl, _libc.capset, _libc.ptrace
+LOOPBACK_UP = struct.pack("16sh", b"lo", IFF_UP_LOOPBACK_RUNNING)
+CAPABILITY_HEADER = struct.pack("Ii", LINUX_CAPABILITY_VERSION_3, 0)
+with open("/proc/sys/kernel/cap_last_cap") as _file:
+    LAST_CAPABILITY = int(_file.read())
 
 
 def _check(result: int, what: str) -> None:
@@ -90,7 +98,7 @@ def _check(result: int, what: str) -> None:
 
 def mount(source: str, target: str, fstype: str | None, flags: int, data: str = "") -> None:
     _check(
-        _libc.mount(
+        _mount(
             source.encode(),
             target.encode(),
             fstype.encode() if fstype else None,
@@ -146,7 +154,7 @@ def protect_proc() -> None:
 
 def bring_up_loopback() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        fcntl.ioctl(probe, SIOCSIFFLAGS, struct.pack("16sh", b"lo", IFF_UP_LOOPBACK_RUNNING))
+        fcntl.ioctl(probe, SIOCSIFFLAGS, LOOPBACK_UP)
 
 
 def become_nobody() -> None:
@@ -160,26 +168,27 @@ def become_nobody() -> None:
         ("/proc/self/gid_map", f"{NOBODY} 0 1"),
         ("/proc/sys/user/max_user_namespaces", "0"),
     ):
-        with open(path, "w") as file:
-            file.write(content)
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, content.encode())
+        finally:
+            os.close(fd)
     os.setresgid(NOBODY, NOBODY, NOBODY)
     os.setresuid(NOBODY, NOBODY, NOBODY)
     drop_capabilities()
-    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    _check(_prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
 
 
 def drop_capabilities() -> None:
     """Every capability, from every set. The namespace's creator holds them all there, and
     its uid never changed from 0 inside it (it was 65534 from the start), so they did not
     go with a uid change."""
-    with open("/proc/sys/kernel/cap_last_cap") as file:
-        last = int(file.read())
-    for capability in range(last + 1):  # the bounding set first: that takes CAP_SETPCAP
-        _check(_libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0), "drop from bounding set")
-    _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient")
-    header = ctypes.create_string_buffer(struct.pack("Ii", LINUX_CAPABILITY_VERSION_3, 0), 8)
+    for capability in range(LAST_CAPABILITY + 1):  # the bounding set first: takes CAP_SETPCAP
+        _check(_prctl(PR_CAPBSET_DROP, capability, 0, 0, 0), "drop from bounding set")
+    _check(_prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient")
+    header = ctypes.create_string_buffer(CAPABILITY_HEADER, 8)
     no_capabilities = ctypes.create_string_buffer(24)  # effective, permitted, inheritable x 2
-    _check(_libc.capset(header, no_capabilities), "capset")
+    _check(_capset(header, no_capabilities), "capset")
 
 
 def set_limits(limits: dict[str, int]) -> None:
@@ -198,7 +207,7 @@ def set_limits(limits: dict[str, int]) -> None:
 class RunGroups:
     """The cgroups of a spare's run, one per controller the server lent (its own groups,
     at /cgroup/<controller>). Made and joined while the spare is prepared, because
-    joining a cgroup waits for an RCU grace period, milliseconds a run need not spend.
+    joining a cgroup can wait for an RCU grace period, milliseconds a run need not spend.
     Reached through directory descriptors, so that /cgroup can be covered before the
     run: its uid maps to root, which could otherwise rewrite its own limits. Their limits
     are set ahead too, to the server's defaults; a run with others changes them."""
@@ -221,11 +230,12 @@ class RunGroups:
         if DEFAULT_GROUP_LIMITS is not None:
             self.set_limits(*DEFAULT_GROUP_LIMITS)
 
-    def procs(self) -> list[int]:
-        """The groups' "tasks" files, open for init to write "0" to: a thread that moves
-        itself takes no global lock, where moving a process by pid (cgroup.procs) waits
-        for an RCU grace period and meanwhile holds up every fork and exit on the host.
-        (init is single-threaded, so its one thread is all of it.)"""
+    def tasks(self) -> list[int]:
+        """The groups' "tasks" files, open for the runner to write "0" to: a thread that
+        moves itself takes no global lock, where moving a process by pid (cgroup.procs)
+        waits for an RCU grace period and meanwhile holds up every fork and exit on the
+        host. (The runner is single-threaded, so its one thread is all of it.) The spare,
+        pid 1, stays out of them: it removes them once the run is over."""
         return [os.open("tasks", os.O_WRONLY, dir_fd=group) for group in self.groups.values()]
 
     def set_limits(self, max_tasks: int, memory_bytes: int) -> None:
@@ -288,65 +298,26 @@ def _counter(directory: int, name: str, key: str) -> int:
     return next((int(line.split()[1]) for line in lines if line.split()[0] == key), 0)
 
 
-def init(jobs: socket.socket, procs: list[int], report: int) -> None:
-    """pid 1 of the spare's pid namespace: joins the run's cgroups (its children are born
-    in them), starts the runner as pid 2 (pid 1 would be spared the default action of
-    signals like SIGXCPU), reaps orphans, and ends with the runner's status, in the
-    shell's convention. Never returns.
-
-    When the runner has ended and left nothing behind (init has no child, not even a
-    zombie: every process of the namespace is init's descendant, and an orphan is
-    re-parented before its parent's end is reported), the run is over, and init writes
-    the status on `report` before it exits: the supervisor need not wait for init's own
-    exit, a whole process's teardown, to tell the server. Otherwise init's exit kills
-    what is left, and the supervisor reports once it has reaped init."""
-    for fd in procs:
-        os.write(fd, b"0")  # "0": this thread
-        os.close(fd)
-    runner_pid = os.fork()
-    if runner_pid == 0:
-        os.close(report)
-        runner(jobs)
-    jobs.close()
-    while True:
-        pid, status = os.wait()
-        if os.WIFSTOPPED(status):
-            # A process that asked to be traced (PTRACE_TRACEME) made its parent, init, its
-            # tracer: let it go on untraced, with the signal that stopped it.
-            _libc.ptrace(PTRACE_DETACH, pid, None, os.WSTOPSIG(status))
-            continue
-        if pid == runner_pid:
-            code = os.waitstatus_to_exitcode(status)
-            code = 128 - code if code < 0 else code
-            if nothing_left():
-                os.write(report, str(code).encode())
-            os._exit(code)
-
-
-def nothing_left() -> bool:
-    """Whether init has no child left, once it has reaped those that ended."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return True
-        if pid == 0:
-            return False  # one still runs
-
-
-def runner(jobs: socket.socket) -> None:
-    """pid 2 of the spare's pid namespace. Gets ready (its /proc, uid 65534, the standard
-    streams, the compiler paged in), waits for its run, then runs it. Never returns."""
+def runner(jobs: socket.socket, tasks: list[int]) -> None:
+    """pid 2 of the spare's pid namespace. Joins the run's cgroups, gets ready (its /proc,
+    uid 65534, the standard streams, the compiler paged in), waits for its run, then runs
+    it. Never returns."""
     status = 1
     try:
+        # What the spare set up for itself is not the run's.
+        signal.set_wakeup_fd(-1)
+        for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for fd in tasks:
+            os.write(fd, b"0")  # "0": this thread; the run's processes are born in them
+            os.close(fd)
         mount("proc", "/proc", "proc", PROC_FLAGS)
         become_nobody()
         streams = standard_streams()
         compile("pass", "<string>", "exec")  # copies the compiler's pages before the run
         # What every run gets, done while waiting (each step touches memory the fork
         # shares with the launcher, so it costs page copies).
-        for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(number, signal.SIG_DFL)
         os.environ.clear()
         os.environ.update(ENVIRONMENT)
         null = os.open("/dev/null", os.O_RDONLY)
@@ -356,7 +327,7 @@ def runner(jobs: socket.socket) -> None:
             os._exit(0)  # the launcher is stopping: this spare is not needed
         request = json.loads(line)
         stdout, stderr = fds
-        os.chdir("/workspace")  # the supervisor has mounted the run's workspace there
+        os.chdir("/workspace")  # the spare has mounted the run's workspace there
         set_limits(request["limits"])
         for fd, target in ((null, 0), (stdout, 1), (stderr, 2)):
             os.dup2(fd, target)
@@ -419,38 +390,40 @@ def _exit_status(code: object) -> int:
 
 
 def spare(control: socket.socket, taken: int, launcher: str) -> None:
-    """A prepared run, forked by the launcher: its namespaces, its cgroups, its runner,
-    then waiting for a run on the control socket. Never returns.
+    """A prepared run, forked by the launcher as pid 1 of a fresh pid namespace: its other
+    namespaces, its cgroups, its runner (pid 2), then waiting for a run on the control
+    socket, which it supervises. Never returns.
 
     It tells the launcher on `taken`: b"+" when it took a run (prepare the next one),
     b"-" when the server hung up, b"x" when it could not be prepared (then the launcher
     stops, and the server sees it gone, rather than runs waiting for a spare that never
     comes)."""
     try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the launcher ignores it; we wait
-        os.unshare(
-            os.CLONE_NEWNS | os.CLONE_NEWNET | os.CLONE_NEWIPC | os.CLONE_NEWUTS | os.CLONE_NEWPID
-        )
+        # Woken by a child's end (select() below also watches the server's socket). Only
+        # a signal with a handler reaches pid 1 from inside its namespace: the run may
+        # wake it at will, but not interrupt it, as Python's SIGINT handler would.
+        child_ended, wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake)
+        signal.signal(signal.SIGCHLD, lambda _signal, _frame: None)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        os.unshare(os.CLONE_NEWNS | os.CLONE_NEWNET | os.CLONE_NEWIPC | os.CLONE_NEWUTS)
         prepare_filesystem()
         groups = RunGroups(launcher)
-        procs = groups.procs()
+        tasks = groups.tasks()
         bring_up_loopback()
         jobs, runner_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        report_r, report_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             try:  # never back into this function's handler, which speaks for the spare
-                jobs.close()
-                control.close()
-                os.close(report_r)
-                init(runner_end, procs, report_w)
+                for end in (jobs, control):
+                    end.close()
+                runner(runner_end, tasks)
             except BaseException:
                 traceback.print_exc()
             finally:
                 os._exit(1)
         runner_end.close()
-        os.close(report_w)
-        for fd in procs:
+        for fd in tasks:
             os.close(fd)
         if jobs.recv(16) != b"ready":
             raise RuntimeError("the runner could not get ready")
@@ -458,20 +431,20 @@ def spare(control: socket.socket, taken: int, launcher: str) -> None:
     except BaseException:
         traceback.print_exc()
         os.write(taken, b"x")
-        os._exit(1)
+        os._exit(1)  # and with pid 1, everything of this spare
     message, fds, _, _ = socket.recv_fds(control, 16, MAX_FDS)
     if not message:
         os.write(taken, b"-")
-        _end(pid, groups)
-        os._exit(0)
+        _end(groups)
     os.write(taken, b"+")
     control.close()
+    run = socket.socket(fileno=fds[0])
     try:
-        supervise(socket.socket(fileno=fds[0]), fds[1:], jobs, pid, report_r, groups)
+        supervise(run, fds[1:], jobs, pid, child_ended, groups)
     except BaseException:
         traceback.print_exc()  # this run fails (the server sees its socket close); no other
-    _end(pid, groups)
-    os._exit(0)
+    run.close()
+    _end(groups)
 
 
 def supervise(
@@ -479,11 +452,11 @@ def supervise(
     fds: list[int],
     jobs: socket.socket,
     pid: int,
-    report: int,
+    child_ended: int,
     groups: RunGroups,
 ) -> None:
-    """Hand the run to the prepared runner, report how it ended (as init reported it, or
-    as init ended), and kill it if the server hangs up first."""
+    """Hand the run to the prepared runner; when it has ended, end what it left and tell
+    the server how it ended. If the server hangs up first, the run ends then."""
     request = _receive_line(run)
     parsed = json.loads(request)
     show_only_workspace(parsed["workspace"])
@@ -491,30 +464,60 @@ def supervise(
     socket.send_fds(jobs, [request], fds)
     for fd in fds:
         os.close(fd)
-    pidfd = os.pidfd_open(pid)
-    ready, _, _ = select.select([report, pidfd, run], [], [])
-    # Empty when init died without reporting (killed, or ended leaving processes behind).
-    reported = os.read(report, 16) if report in ready else b""
-    if reported:
-        status = int(reported) << 8  # as waitpid() gives init's exit with that code
-    else:
-        if run in ready and pidfd not in ready:  # the server hung up: the run ends now
-            os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-    with contextlib.suppress(OSError):  # if the server is gone, nobody is told
+    status = wait_for_runner(pid, run, child_ended)
+    end_all()
+    if status is not None:
         run.sendall(json.dumps({"status": status, "limits_hit": groups.limits_hit()}).encode())
-    # The end of the message, now: removing the groups afterwards takes a while.
-    run.close()
 
 
-def _end(pid: int, groups: RunGroups) -> None:
-    """Whatever is left of a spare's run: killed (with pid 1 the whole namespace goes),
-    reaped, and its cgroups removed."""
+def wait_for_runner(pid: int, run: socket.socket, child_ended: int) -> int | None:
+    """The runner's wait status once it has ended, reaping orphans meanwhile (they count
+    against the run's process limit until reaped); None if the server hung up first."""
+    while True:
+        for ended, status in reap():
+            if ended == pid:
+                return status
+        ready, _, _ = select.select([child_ended, run], [], [])
+        if run in ready:
+            return None
+        with contextlib.suppress(BlockingIOError):
+            os.read(child_ended, 4096)
+
+
+def reap(block: bool = False) -> Iterator[tuple[int, int]]:
+    """The children that ended (all of them, with `block`), as (pid, wait status)."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if os.WIFSTOPPED(status):
+            # A process that asked to be traced (PTRACE_TRACEME) made its parent, pid 1, its
+            # tracer: let it go on untraced, with the signal that stopped it.
+            _ptrace(PTRACE_DETACH, pid, None, os.WSTOPSIG(status))
+            continue
+        yield pid, status
+
+
+def end_all() -> None:
+    """Kill whatever of the run is left and reap it. From pid 1, kill(-1) reaches every
+    process of the namespace and nothing else; a fork racing it either is reached or fails."""
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-    groups.remove()
+        os.kill(-1, signal.SIGKILL)
+    for _ in reap(block=True):
+        pass
+
+
+def _end(groups: RunGroups) -> None:
+    """End the spare: whatever is left of its run killed and reaped, its cgroups removed.
+    Never returns."""
+    try:
+        end_all()
+        groups.remove()
+    finally:
+        os._exit(0)
 
 
 def _receive_line(run: socket.socket) -> bytes:
@@ -530,24 +533,39 @@ def _receive_line(run: socket.socket) -> bytes:
 
 
 def serve(control: socket.socket, launcher: str) -> None:
+    # What every run would otherwise do once for itself: the compiler's and the JSON
+    # module's first use (about a millisecond of page faults in each run).
+    compile("pass", "<string>", "exec")
+    json.loads(json.dumps({"warm": [1]}))
     # Forked children share the launcher's memory until they write to it; a collection
     # in a child would touch (and so copy) every object. Nothing here makes cycles.
     gc.freeze()
     gc.disable()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # spares are reaped by the kernel
+    own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     taken_r, taken = os.pipe()
     for _ in range(SPARES):
-        _fork_spare(control, taken, launcher)
+        _fork_spare(control, taken, launcher, own_pid_namespace)
     control.send(b"ready")
     while os.read(taken_r, 1) == b"+":  # a spare took a run: prepare the next one
-        _fork_spare(control, taken, launcher)
+        _fork_spare(control, taken, launcher, own_pid_namespace)
     # The server hung up, or a spare could not be prepared: stop, and with this process
     # (the sandbox's pid namespace ends with it) every spare and run still going.
 
 
-def _fork_spare(control: socket.socket, taken: int, launcher: str) -> None:
-    if os.fork() == 0:
+def _fork_spare(control: socket.socket, taken: int, launcher: str, own_pid_namespace: int) -> None:
+    """Fork a spare as pid 1 of a new pid namespace. The launcher's next child is born
+    in the namespace it unshares, so it goes back to its own right after: one fork, where
+    unsharing in the child would take a second to get a process into the namespace."""
+    os.unshare(os.CLONE_NEWPID)
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.setns(own_pid_namespace, os.CLONE_NEWPID)
+        raise
+    if pid == 0:
         spare(control, taken, launcher)
+    os.setns(own_pid_namespace, os.CLONE_NEWPID)
 
 
 if __name__ == "__main__":

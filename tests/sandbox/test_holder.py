@@ -1,14 +1,19 @@
 """The process backend's holder: started ahead of a run inside the run's cgroups, it runs
-its program only once that arrived whole."""
+its program only once that arrived whole; bound ahead to a workspace's sandbox, it is
+taken only by a run in that same workspace with the same rlimits."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
+from tools.sandbox import Limits
 from tools.sandbox.cgroups import own_cgroup_dir, usable_controllers
-from tools.sandbox.process import Holder, ProcessSandbox
+from tools.sandbox.process import Holder, Holders, ProcessSandbox, holder_frame
 
 
 async def test_a_holder_waits_in_its_cgroups_and_runs_its_program_in_its_workdir(
@@ -34,8 +39,7 @@ async def test_a_program_cut_short_does_not_run(tmp_path: Path):
     """A server that dies while writing the program leaves the holder an incomplete one:
     it exits without running any of it."""
     holder = await Holder.start_new(())
-    fields = b"".join(part.encode() + b"\0" for part in [str(tmp_path), "/bin/touch", "ran"])
-    holder._program_pipe.write(b"%d\n%s" % (len(fields), fields[:-4]))
+    holder._program_pipe.write(holder_frame("run", str(tmp_path), ["/bin/touch", "ran"])[:-4])
     holder._program_pipe.close()
     assert await holder.exit_code == 111
     assert not (tmp_path / "ran").exists()
@@ -96,3 +100,103 @@ async def test_the_fallback_claims_no_limit_that_its_run_could_undo(tmp_path: Pa
         assert escaped.stdout == "held\n", escaped
     binding = {report[name] is not False for name in ("cpu_time", "file_size", "open_files")}
     assert binding == {os.geteuid() != 0}  # every rlimit binds, or (run by root) none
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[ProcessSandbox]:
+    backend = ProcessSandbox()
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+@pytest.fixture
+def bound_taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each run took a holder bound ahead to its sandbox."""
+    taken: list[bool] = []
+    take = Holders.take
+
+    async def recording(self: Holders, setup: object) -> Holder:
+        holder = await take(self, setup)  # type: ignore[arg-type]
+        taken.append(holder.bound_to is not None)
+        return holder
+
+    monkeypatch.setattr(Holders, "take", recording)
+    return taken
+
+
+FRESH_SANDBOX = """
+import os
+print(os.listdir("/tmp"), os.readlink("/proc/self/ns/net"), os.readlink("/proc/self/ns/mnt"))
+open("/tmp/left-by-a-run", "w").close()
+open("runs", "a").write(".")
+"""
+
+
+async def test_the_next_run_in_a_workspace_takes_a_sandbox_set_up_ahead_and_fresh(
+    sandbox: ProcessSandbox, tmp_path: Path, bound_taken: list[bool]
+):
+    """While a run goes on, the next run's sandbox is set up in its workspace; the next
+    run there takes it, and finds it as fresh as one set up for it then."""
+    results = [await sandbox.run(code=FRESH_SANDBOX, workdir=tmp_path) for _ in range(3)]
+    assert bound_taken == [False, True, True]
+    assert all(result.exit_code == 0 for result in results), results
+    views = [result.stdout.split() for result in results]
+    assert [view[0] for view in views] == ["[]"] * 3  # nothing left in /tmp by another run
+    assert len({view[1] for view in views}) == len({view[2] for view in views}) == 3
+    assert (tmp_path / "runs").read_text() == "..."
+
+
+async def test_a_workspace_made_again_at_the_same_path_is_not_the_one_set_up_ahead(
+    sandbox: ProcessSandbox, tmp_path: Path, bound_taken: list[bool]
+):
+    workspace = tmp_path / "session"
+    workspace.mkdir()
+    await sandbox.run(code="open('old', 'w').close()", workdir=workspace)
+    (workspace / "old").unlink()
+    workspace.rmdir()
+    workspace.mkdir()
+    result = await sandbox.run(code="open('new', 'w').close()", workdir=workspace)
+    assert result.exit_code == 0, result
+    assert bound_taken == [False, False]
+    assert [path.name for path in workspace.iterdir()] == ["new"]
+
+
+async def test_sessions_taking_turns_each_find_their_own_sandbox_set_up(
+    sandbox: ProcessSandbox, tmp_path: Path, bound_taken: list[bool]
+):
+    """Runs of more sessions than are kept set up take turns: each run's sandbox is set up
+    ahead only while its session is among the last few that ran."""
+    kept = Holders.BOUND_KEPT
+    workspaces = [tmp_path / f"session-{number}" for number in range(kept + 1)]
+    for workspace in workspaces:
+        workspace.mkdir()
+        (workspace / workspace.name).touch()
+    order = [*workspaces, *workspaces[1:], workspaces[0]]
+    for workspace in order:
+        result = await sandbox.run(code="import os; print(os.listdir('.'))", workdir=workspace)
+        assert result.stdout == f"['{workspace.name}']\n", result
+    # The last session's first run let the first session's sandbox go.
+    assert bound_taken == [False] * (kept + 1) + [True] * kept + [False]
+
+
+async def test_runs_in_other_workspaces_or_with_other_rlimits_set_up_their_own(
+    sandbox: ProcessSandbox, tmp_path: Path, bound_taken: list[bool]
+):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    code = (
+        "import os, resource\nprint(os.listdir('.'), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    for workspace in (first, second, first):
+        (workspace / workspace.name).touch()
+        result = await sandbox.run(code=code, workdir=workspace)
+        assert result.stdout == f"['{workspace.name}'] 256\n", result
+    fewer_files = Limits(max_open_files=32)
+    result = await sandbox.run(code=code, workdir=first, limits=fewer_files)
+    assert result.stdout == "['first'] 32\n", result
+    result = await sandbox.run(code=code, workdir=first, limits=fewer_files)
+    assert result.stdout == "['first'] 32\n", result
+    assert bound_taken == [False, False, True, False, True]

@@ -15,6 +15,7 @@ import pytest
 
 from tools.sandbox import Limits, Sandbox, get_sandbox
 from tools.sandbox.docker import DockerSandbox
+from tools.sandbox.process import Holder, Holders, SandboxSetup
 from tools.sandbox.warm import stop_shared_launchers
 
 SMALL = Limits(
@@ -27,9 +28,11 @@ SMALL = Limits(
     max_output_bytes=64 * 1024,
 )
 
+# "process-set-up-ahead" is the process backend as a session's second and later runs meet
+# it: their sandbox set up in their workspace while the previous run went on.
 # "warm-shared" is the warm backend as Django uses it (AGENTDASH_SANDBOX=warm): no root of
 # its own, the process's launcher for the workspace's parent directory.
-BACKENDS = ["process", "warm", "warm-shared", "docker"]
+BACKENDS = ["process", "process-set-up-ahead", "warm", "warm-shared", "docker"]
 
 
 @pytest.fixture
@@ -41,7 +44,10 @@ def workspace(tmp_path: Path) -> Path:
 
 @pytest.fixture(params=BACKENDS)
 async def sandbox(
-    request: pytest.FixtureRequest, tmp_path: Path, workspace: Path
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    workspace: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Sandbox]:
     if request.param == "docker":
         backend: Sandbox = DockerSandbox(SMALL)
@@ -53,11 +59,38 @@ async def sandbox(
         backend = get_sandbox("warm", limits=SMALL, workspace_root=tmp_path)
     elif request.param == "warm-shared":
         backend = get_sandbox("warm", limits=SMALL)
+    elif request.param == "process-set-up-ahead":
+        backend = get_sandbox("process", limits=SMALL)
+        taken = record_holders_taken(monkeypatch)
+        await backend.run(code="pass", workdir=workspace)  # sets up the next run's sandbox
     else:
         backend = get_sandbox(request.param, limits=SMALL)
     try:
         yield backend
     finally:
         await backend.aclose()
+    if request.param == "process-set-up-ahead":
+        # The test's first run takes the sandbox set up for it, unless it has rlimits of
+        # its own (then it sets up its own, as under "process").
+        (_, set_up_for), (first_took_it, first) = taken[:2]
+        assert first_took_it or first.rlimits != set_up_for.rlimits, taken
         if request.param == "warm-shared":
             await asyncio.to_thread(stop_shared_launchers)
+
+
+def record_holders_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> list[tuple[bool, SandboxSetup]]:
+    """For each process-backend run from now on: whether it took a holder bound ahead,
+    and the sandbox it asked for."""
+    taken: list[tuple[bool, SandboxSetup]] = []
+    take = Holders.take
+
+    async def recording(self: Holders, setup: SandboxSetup | None) -> Holder:
+        assert setup is not None  # bubblewrap is used
+        holder = await take(self, setup)
+        taken.append((holder.bound_to is not None, setup))
+        return holder
+
+    monkeypatch.setattr(Holders, "take", recording)
+    return taken

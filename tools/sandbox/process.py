@@ -13,6 +13,13 @@ this run's critical path. Should the server die before writing, the holder reads
 incomplete program and runs nothing. (bubblewrap's own --block-fd would let the run go on
 end-of-file, unconfined.)
 
+A session's runs follow one another in its workspace, so while a run goes on, the next
+run's sandbox is set up too: another holder gets the rlimits and bubblewrap's command
+line (binding that workspace) ahead, and runs the holder again inside, blocked on the same
+pipe. A run in the same workspace (the same directory, not only the same path) with the
+same rlimits takes it and only writes its program: what is left on its critical path is
+the interpreter's own start. Any other run takes an unbound holder as above.
+
 Without bubblewrap (or where user namespaces are refused) the holder execs the program
 itself; what that leaves unenforced is reported.
 """
@@ -321,15 +328,17 @@ class ProcessSandbox(Sandbox):
     async def _run(self, command: Command, workdir: Path, limits: Limits) -> SandboxResult:
         started = time.monotonic()
         program = list(command.argv) if command.argv else self.interpreter.argv(command.code or "")
-        holders = _holders_of_running_loop(self.controllers, self._held_namespaces)
+        run_rlimits = rlimits(limits, address_space="memory" not in self.controllers)
+        setup = None
         if self.use_bwrap:
-            program = [
-                *bwrap_argv(self.interpreter, workdir, held_namespaces=self._held_namespaces),
-                *program,
-            ]
-        holder = await holders.take()
+            bwrap = bwrap_argv(self.interpreter, workdir, held_namespaces=self._held_namespaces)
+            setup = SandboxSetup.of(bwrap, run_rlimits, workdir)
+        holders = _holders_of_running_loop(self.controllers, self._held_namespaces)
+        holder = await holders.take(setup)
+        if setup is not None and holder.bound_to is None:
+            program = [*setup.bwrap, *program]  # the run sets up its sandbox itself
         try:
-            return await self._run_held(holder, program, workdir, limits, started)
+            return await self._run_held(holder, program, workdir, limits, run_rlimits, started)
         finally:
             if holder.groups is not None:
                 self._removals.remove(holder.groups)
@@ -340,13 +349,14 @@ class ProcessSandbox(Sandbox):
         program: list[str],
         workdir: Path,
         limits: Limits,
+        run_rlimits: dict[int, tuple[int, int]],
         started: float,
     ) -> SandboxResult:
         try:
             holder.start(
                 program,
                 workdir,
-                rlimits(limits, address_space="memory" not in self.controllers),
+                run_rlimits,
                 # bubblewrap's two processes (outside, and pid 1 inside) count too
                 max_tasks=limits.max_processes + (2 if self.use_bwrap else 0),
                 memory_bytes=limits.memory_mb * MIB,
@@ -380,12 +390,15 @@ class ProcessSandbox(Sandbox):
         )
 
 
-# The holder: reads its program from stdin (the length of what follows, a newline, then
-# the working directory and the arguments, each ended by a NUL), checks it arrived whole,
-# and execs it with stdin on /dev/null. A pipe closed early (the server died, or let a
-# prepared holder go) gives an incomplete program, and nothing runs. Perl because it is
-# always there on Debian (perl-base is essential) and starts in about a millisecond, and
-# because a shell cannot read NUL-separated arguments.
+# The holder: reads its program from stdin as one frame (the length of what follows, a
+# newline, then a mode, the working directory and the arguments, each ended by a NUL),
+# checks it arrived whole, and execs it. It reads no byte past its frame: with mode "hold"
+# the program is bubblewrap running the holder again inside the sandbox, which reads the
+# run's own frame from the same pipe. Mode "run" (no sandbox) also points HOME at the
+# working directory; "run" and "sandboxed" put stdin on /dev/null. A pipe closed early
+# (the server died, or let a prepared holder go) gives an incomplete frame, and nothing
+# runs. Perl because it is always there on Debian (perl-base is essential) and starts in
+# about a millisecond, and because a shell cannot read NUL-separated arguments.
 HOLDER: Final = r"""
 if (@ARGV && $ARGV[0] eq "loopback") {
     shift @ARGV;
@@ -406,18 +419,40 @@ for my $tasks (@ARGV) {
         exit 113;
     }
 }
-my $data = do { local $/; <STDIN> };
-exit 111 unless defined $data && $data =~ s/\A(\d+)\n//;
-exit 111 unless length($data) == $1 && substr($data, -1) eq "\0";
+my ($length, $byte, $data) = ("", "", "");
+while (1) {
+    sysread(STDIN, $byte, 1) or exit 111;
+    last if $byte eq "\n";
+    exit 111 unless $byte =~ /\A[0-9]\z/ && length($length) < 9;
+    $length .= $byte;
+}
+exit 111 unless length($length);
+while (length($data) < $length) {
+    sysread(STDIN, $data, $length - length($data), length($data)) or exit 111;
+}
+exit 111 unless substr($data, -1) eq "\0";
 my @args = split /\0/, substr($data, 0, -1), -1;
+my $mode = shift @args;
 my $cwd = shift @args;
-exit 111 unless @args && chdir $cwd;
-$ENV{HOME} = $cwd;
-open STDIN, "<", "/dev/null" or exit 111;
+exit 111 unless @args && defined $cwd && chdir $cwd;
+if ($mode eq "run") {
+    $ENV{HOME} = $cwd;
+} elsif ($mode ne "sandboxed" && $mode ne "hold") {
+    exit 111;
+}
+if ($mode ne "hold") {
+    open STDIN, "<", "/dev/null" or exit 111;
+}
 exec { $args[0] } @args;
 print STDERR "$args[0]: $!\n";
 exit 127;
 """
+
+
+def holder_frame(mode: str, cwd: str, program: list[str]) -> bytes:
+    """What a holder reads from its stdin (see HOLDER)."""
+    fields = b"".join(os.fsencode(part) + b"\0" for part in [mode, cwd, *program])
+    return b"%d\n%s" % (len(fields), fields)
 
 
 class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
@@ -464,10 +499,31 @@ def held_namespaces_work() -> bool:
     return probe.returncode == HOLDER_NOTHING_TO_RUN
 
 
+@dataclass(frozen=True)
+class SandboxSetup:
+    """What a holder can set up ahead of a run: bubblewrap's command line (which binds
+    the workspace) and the rlimits, for the workspace directory that `workspace`
+    identifies (one removed and made again at the same path is another)."""
+
+    bwrap: tuple[str, ...]
+    rlimits: tuple[tuple[int, tuple[int, int]], ...]
+    workspace: tuple[int, int]  # st_dev, st_ino
+
+    @classmethod
+    def of(
+        cls, bwrap: list[str], run_rlimits: dict[int, tuple[int, int]], workdir: Path
+    ) -> SandboxSetup:
+        identity = os.stat(workdir)
+        return cls(
+            tuple(bwrap), tuple(sorted(run_rlimits.items())), (identity.st_dev, identity.st_ino)
+        )
+
+
 class Holder:
     """A process started ahead of a run, already in the run's cgroups (and, with
     `namespaces`, in the run's own network, ipc and uts namespaces, loopback up), blocked
-    until it is given its program (see HOLDER)."""
+    until it is given its program (see HOLDER). A holder can also be bound ahead to the
+    sandbox of a run to come (`bind`)."""
 
     def __init__(
         self,
@@ -481,6 +537,8 @@ class Holder:
         self.groups = groups
         # A file object, so that a holder dropped unused closes its pipe and ends.
         self._program_pipe = os.fdopen(program_pipe, "wb", buffering=0)
+        self._written = 0  # bytes written to it, to size the pipe
+        self.bound_to: SandboxSetup | None = None
         # A holder dropped unused (its event loop closed first), or left at exit: end it
         # and remove its groups then, not at the next server's start.
         self._abandoned = weakref.finalize(self, _end_abandoned, process.pid, groups)
@@ -513,6 +571,15 @@ class Holder:
     def alive(self) -> bool:
         return not self.exit_code.done()
 
+    def bind(self, setup: SandboxSetup) -> None:
+        """Set up the sandbox of a run to come, ahead of it: its rlimits, then bubblewrap
+        (which binds the workspace and builds the private view), in which the holder
+        runs again, waiting for the run's own program."""
+        for which, value in setup.rlimits:
+            resource.prlimit(self.process.pid, which, value)
+        self._write(holder_frame("hold", "/", [*setup.bwrap, PERL, "-e", HOLDER]))
+        self.bound_to = setup
+
     def start(
         self,
         program: list[str],
@@ -522,19 +589,25 @@ class Holder:
         max_tasks: int,
         memory_bytes: int,
     ) -> None:
-        """Set the run's limits, then give the holder its program, which it runs at once."""
+        """Set the run's limits, then give the holder its program, which it runs at once.
+        A bound holder has its rlimits and sandbox already: `program` runs inside."""
         self._abandoned.detach()  # the run ends it, and removes its groups
         if self.groups is not None:
             self.groups.set_limits(max_tasks=max_tasks, memory_bytes=memory_bytes)
-        for which, value in rlimits.items():
-            resource.prlimit(self.process.pid, which, value)
-        fields = b"".join(os.fsencode(part) + b"\0" for part in [str(workdir), *program])
-        message = b"%d\n%s" % (len(fields), fields)
-        if len(message) > PIPE_BUFFER:
-            # Room for all of it, so that the write does not wait for the holder to read.
-            fcntl.fcntl(self._program_pipe, fcntl.F_SETPIPE_SZ, len(message))
-        self._program_pipe.write(message)
+        if self.bound_to is not None:
+            self._write(holder_frame("sandboxed", SANDBOX_WORKDIR, program))
+        else:
+            for which, value in rlimits.items():
+                resource.prlimit(self.process.pid, which, value)
+            self._write(holder_frame("run", str(workdir), program))
         self._program_pipe.close()
+
+    def _write(self, frame: bytes) -> None:
+        self._written += len(frame)
+        if self._written > PIPE_BUFFER:
+            # Room for all of it, so that the write does not wait for the holder to read.
+            fcntl.fcntl(self._program_pipe, fcntl.F_SETPIPE_SZ, self._written)
+        self._program_pipe.write(frame)
 
     def kill(self) -> None:
         """End everything of the run: its cgroups' processes, and its process group."""
@@ -566,45 +639,90 @@ def _end_abandoned(pid: int, groups: RunCgroups | None) -> None:
 
 
 class Holders:
-    """Keeps a holder ready for the next run of an event loop, prepared while the current
+    """Keeps holders ready for the next runs of an event loop, prepared while the current
     one runs. One per loop and set of cgroup controllers, shared by every process sandbox
-    there (a holder is not bound to a sandbox's limits or interpreter)."""
+    there. A session's runs follow one another in its workspace, so a holder is kept
+    bound to the sandbox of each of the last few runs' (bubblewrap already set up in its
+    workspace, with its rlimits): the next run there only starts its program. One more is
+    kept unbound, for a run in any other workspace, which then sets up its sandbox."""
+
+    BOUND_KEPT: Final = 4  # sandboxes set up ahead, for as many sessions taking turns
 
     def __init__(self, controllers: tuple[str, ...], namespaces: bool) -> None:
         self.controllers = controllers
         self.namespaces = namespaces
-        self._ready: asyncio.Task[Holder] | None = None
+        self._unbound: asyncio.Task[Holder] | None = None
+        # Oldest first: the one let go when another is set up.
+        self._bound: dict[SandboxSetup, asyncio.Task[Holder]] = {}
+        self._leaving: set[asyncio.Task[None]] = set()
 
     def _start_new(self) -> Coroutine[Any, Any, Holder]:
         return Holder.start_new(self.controllers, namespaces=self.namespaces)
 
-    async def take(self) -> Holder:
-        ready, self._ready = self._ready, None
-        holder = None
-        if ready is not None:
-            try:
-                holder = await ready
-            except Exception:
-                logger.exception("a sandbox holder prepared ahead failed; starting another")
-            if holder is not None and not holder.alive():
-                await holder.discard()
-                holder = None
-        if holder is None:
-            holder = await self._start_new()
-        if self._ready is None:  # (a run that overlapped this one may have started one)
-            self._ready = asyncio.get_running_loop().create_task(self._start_new())
+    async def _start_bound(self, setup: SandboxSetup) -> Holder:
+        holder = await self._start_new()
+        try:
+            holder.bind(setup)
+        except BaseException:
+            await holder.discard()
+            raise
         return holder
 
-    async def release(self) -> None:
-        """End the holder kept ready (a sandbox closing; the next run starts another)."""
-        ready, self._ready = self._ready, None
-        if ready is None:
-            return
+    async def take(self, setup: SandboxSetup | None) -> Holder:
+        """A holder for a run: the one bound to `setup` if there is one, else an unbound
+        one. Then another is set up for the next run in the same sandbox."""
+        holder = None
+        if setup is not None and (bound := self._bound.pop(setup, None)) is not None:
+            holder = await self._usable(bound)
+        if holder is None and self._unbound is not None:
+            unbound, self._unbound = self._unbound, None
+            holder = await self._usable(unbound)
+        if holder is None:
+            holder = await self._start_new()
+        loop = asyncio.get_running_loop()
+        # (A run that overlapped this one may have started them already.)
+        if self._unbound is None:
+            self._unbound = loop.create_task(self._start_new())
+        if setup is not None and setup not in self._bound:
+            self._bound[setup] = loop.create_task(self._start_bound(setup))
+            while len(self._bound) > self.BOUND_KEPT:
+                self._let_go(self._bound.pop(next(iter(self._bound))))
+        return holder
+
+    @staticmethod
+    async def _usable(prepared: asyncio.Task[Holder]) -> Holder | None:
         try:
-            holder = await ready
+            holder = await prepared
         except Exception:
-            return
-        await holder.discard()
+            logger.exception("a sandbox holder prepared ahead failed; starting another")
+            return None
+        if not holder.alive():  # (a bound one whose bubblewrap failed, say)
+            await holder.discard()
+            return None
+        return holder
+
+    def _let_go(self, prepared: asyncio.Task[Holder]) -> None:
+        """End a prepared holder no run will take, in the background."""
+
+        async def discard() -> None:
+            try:
+                holder = await prepared
+            except Exception:
+                return
+            await holder.discard()
+
+        task = asyncio.get_running_loop().create_task(discard())
+        self._leaving.add(task)
+        task.add_done_callback(self._leaving.discard)
+
+    async def release(self) -> None:
+        """End the holders kept ready (a sandbox closing; the next run starts others)."""
+        for prepared in [self._unbound, *self._bound.values()]:
+            if prepared is not None:
+                self._let_go(prepared)
+        self._unbound = None
+        self._bound.clear()
+        await asyncio.gather(*self._leaving)
 
 
 _holders: weakref.WeakKeyDictionary[

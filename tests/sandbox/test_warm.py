@@ -153,6 +153,97 @@ async def test_signals_the_run_sends_its_pid_1_change_nothing(warm: WarmSandbox,
     assert interrupted.stdout == "interrupted\n", interrupted
 
 
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGSTOP"])
+async def test_a_run_signalling_its_process_group_reaches_no_other_run(
+    warm: WarmSandbox, tmp_path: Path, signal_name: str
+):
+    """A process group spans pid namespaces: each run's pid 1 starts a session of its
+    own, so kill(0) from a run reaches that run alone, not the launcher (which every
+    other run would go down with) nor a run going on beside it."""
+    victim_workspace, attacker_workspace = tmp_path / "victim", tmp_path / "attacker"
+    victim_workspace.mkdir()
+    attacker_workspace.mkdir()
+    victim = asyncio.ensure_future(
+        warm.run(code="import time; time.sleep(0.5); print('done')", workdir=victim_workspace)
+    )
+    await asyncio.sleep(0.2)
+    await warm.run(
+        code=f"import os, signal; os.kill(0, signal.{signal_name})",
+        workdir=attacker_workspace,
+        limits=Limits(wall_seconds=1),
+    )
+    assert (await victim).stdout == "done\n"
+    after = await warm.run(code="print('still serving')", workdir=victim_workspace)
+    assert after.stdout == "still serving\n", after
+
+
+async def test_a_run_cannot_change_its_supervisor(warm: WarmSandbox, workspace: Path):
+    """pid 1 supervises the run and has its uid (the host's root, outside). Its limits and
+    its files in /proc are out of the run's reach (a run that could set pid 1's limits
+    would break it, and leave its cgroups behind); the run's own limits are its to lower."""
+    code = (
+        "import resource\n"
+        "try:\n"
+        "    resource.prlimit(1, resource.RLIMIT_NOFILE, (0, 0))\n"
+        "    print('prlimit: changed')\n"
+        "except PermissionError:\n"
+        "    print('prlimit: refused')\n"
+        "try:\n"
+        "    open('/proc/1/oom_score_adj', 'w').write('1000')\n"
+        "    print('oom_score_adj: written')\n"
+        "except OSError:\n"
+        "    print('oom_score_adj: refused')\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))\n"
+        "print('own:', resource.getrlimit(resource.RLIMIT_NOFILE))\n"
+    )
+    result = await warm.run(code=code, workdir=workspace)
+    assert result.stdout.splitlines() == [
+        "prlimit: refused",
+        "oom_score_adj: refused",
+        "own: (32, 32)",
+    ], result
+
+
+# Orphans, so children of pid 1, that ask to be traced and stop themselves, without end:
+# each stop is a report that pid 1 answers (it lets them go on untraced).
+STOPPING_WITHOUT_END = (
+    "import ctypes, os, signal, time\n"
+    "libc = ctypes.CDLL(None)\n"
+    "for number in range(60):\n"
+    "    if os.fork() == 0:\n"
+    "        if os.fork() == 0:\n"
+    "            time.sleep(0.05)\n"
+    "            beat = time.monotonic()\n"
+    "            me, trace_me, stop = os.getpid(), libc.ptrace, os.kill\n"
+    "            while True:\n"
+    "                trace_me(0, 0, None, None)\n"
+    "                stop(me, signal.SIGWINCH)\n"
+    "                if number == 0 and time.monotonic() - beat > 0.05:\n"
+    "                    beat = time.monotonic()\n"
+    "                    with open('heartbeat', 'a') as heartbeat:\n"
+    "                        heartbeat.write('.')\n"
+    "        os._exit(0)\n"
+    "    os.wait()\n"
+    "time.sleep(60)\n"
+)
+
+
+async def test_a_run_stopping_under_trace_without_end_still_ends_at_its_time(
+    warm: WarmSandbox, workspace: Path
+):
+    """Reports without end must not keep pid 1 from seeing the server hang up at the
+    run's wall-time limit, and so from killing the run."""
+    result = await warm.run(
+        code=STOPPING_WITHOUT_END, workdir=workspace, limits=Limits(wall_seconds=1)
+    )
+    assert result.timed_out, result
+    heartbeat = workspace / "heartbeat"
+    await asyncio.sleep(0.2)
+    beats = heartbeat.stat().st_size
+    await asyncio.sleep(0.5)
+    assert heartbeat.stat().st_size == beats, "still alive"
+
+
 async def test_a_run_that_asks_to_be_traced_harms_no_other_run(warm: WarmSandbox, tmp_path: Path):
     """PTRACE_TRACEME makes the run's parent, pid 1 of its namespace, its tracer, whose
     wait() then sees it stopped. That must neither end pid 1 nor reach the launcher (which

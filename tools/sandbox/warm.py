@@ -362,7 +362,7 @@ class WarmSandbox(Sandbox):
             nonlocal killed
             killed = True
             with contextlib.suppress(OSError):
-                # The run's pid 1 then kills all of it.
+                # The run's pid 1 sees the socket close and kills all of it.
                 run.shutdown(socket.SHUT_RDWR)
 
         async def exit_code() -> int:

@@ -43,7 +43,6 @@ import sys
 import time
 import traceback
 import types
-from collections.abc import Iterator
 from typing import TextIO
 
 MS_RDONLY = 1
@@ -70,6 +69,7 @@ CGROUPS = "/cgroup"
 RUN_PREFIX = "agentdash-run-"  # then the launcher's name, which starts with the server's pid
 REMOVE_TRIES = 2000  # milliseconds
 SPARES = 3
+REPORTS_AT_ONCE = 64  # children's reports pid 1 takes before it looks at the server again
 # The server's default pids.max and memory limit (argv[3], argv[4]), set on each spare's
 # groups while it is prepared.
 DEFAULT_GROUP_LIMITS: tuple[int, int] | None = None
@@ -139,7 +139,9 @@ PROC_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
 # maps to the host's root, whom the kernel lets write them without any capability
 # (core_pattern alone would have the host's root run a program). Read-only, as bubblewrap
 # makes them for the process backend.
-READ_ONLY_PROC = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus")
+# /proc/1 too: pid 1 is the run's supervisor, whose files there (oom_score_adj, say) the
+# run's uid would otherwise let it write.
+READ_ONLY_PROC = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/1")
 
 
 def protect_proc() -> None:
@@ -159,7 +161,8 @@ def bring_up_loopback() -> None:
 
 def become_nobody() -> None:
     """A user namespace of the run's own where it is uid 65534 with no capability, no new
-    user namespace can be made below it, and no exec can give privileges back."""
+    user namespace can be made below it, no exec can give privileges back, and no
+    prlimit reaches its supervisor."""
     os.unshare(os.CLONE_NEWUSER)
     # Mapping only our own ids needs no privilege, as long as setgroups is denied.
     for path, content in (
@@ -177,6 +180,46 @@ def become_nobody() -> None:
     os.setresuid(NOBODY, NOBODY, NOBODY)
     drop_capabilities()
     _check(_prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    refuse_prlimit_on_others()
+
+
+# seccomp, for the one thing its uid lets the run do to its supervisor. The run's uid and
+# gid are pid 1's (both the host's root: the launcher's user namespace maps nothing else),
+# and for prlimit the kernel asks no more than that: the run could set pid 1's limits (an
+# open-file limit of 0, a CPU limit of a second) and leave its cgroups behind. prlimit64
+# on any process but the caller itself (pid 0) is refused, and so is every system call of
+# another ABI (i386's int 0x80, x32), whose numbers differ.
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+BPF_LD_W_ABS, BPF_JEQ_K, BPF_JGE_K, BPF_RET_K = 0x20, 0x15, 0x35, 0x06
+SECCOMP_RET_ALLOW = 0x7FFF0000
+SECCOMP_RET_EPERM = 0x00050000 | 1
+X32_SYSCALL_BIT = 0x40000000
+# The machine's audit architecture and prlimit64's number on it.
+NATIVE_PRLIMIT64 = {"x86_64": (0xC000003E, 302), "aarch64": (0xC00000B7, 261)}
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+def refuse_prlimit_on_others() -> None:
+    architecture, prlimit64 = NATIVE_PRLIMIT64[os.uname().machine]
+    program = [
+        (BPF_LD_W_ABS, 0, 0, 4),  # seccomp_data.arch
+        (BPF_JEQ_K, 1, 0, architecture),
+        (BPF_RET_K, 0, 0, SECCOMP_RET_EPERM),
+        (BPF_LD_W_ABS, 0, 0, 0),  # seccomp_data.nr
+        (BPF_JGE_K, 3, 0, X32_SYSCALL_BIT),
+        (BPF_JEQ_K, 0, 3, prlimit64),
+        (BPF_LD_W_ABS, 0, 0, 16),  # the low half of args[0], the pid
+        (BPF_JEQ_K, 1, 0, 0),
+        (BPF_RET_K, 0, 0, SECCOMP_RET_EPERM),
+        (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+    ]
+    filters = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *op) for op in program))
+    fprog = _SockFprog(len(program), ctypes.cast(filters, ctypes.c_void_p))
+    _check(_prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")
 
 
 def drop_capabilities() -> None:
@@ -206,8 +249,9 @@ def set_limits(limits: dict[str, int]) -> None:
 
 class RunGroups:
     """The cgroups of a spare's run, one per controller the server lent (its own groups,
-    at /cgroup/<controller>). Made and joined while the spare is prepared, because
-    joining a cgroup can wait for an RCU grace period, milliseconds a run need not spend.
+    at /cgroup/<controller>). Made, and joined by the runner, while the spare is prepared,
+    because joining a cgroup can wait for an RCU grace period, milliseconds a run need not
+    spend.
     Reached through directory descriptors, so that /cgroup can be covered before the
     run: its uid maps to root, which could otherwise rewrite its own limits. Their limits
     are set ahead too, to the server's defaults; a run with others changes them."""
@@ -395,15 +439,20 @@ def spare(control: socket.socket, taken: int, launcher: str) -> None:
     socket, which it supervises. Never returns.
 
     It tells the launcher on `taken`: b"+" when it took a run (prepare the next one),
-    b"-" when the server hung up, b"x" when it could not be prepared (then the launcher
-    stops, and the server sees it gone, rather than runs waiting for a spare that never
-    comes)."""
+    b"-" when the control socket closed (the launcher is stopping), b"x" when it could
+    not be prepared (then the launcher stops, and the server sees it gone, rather than
+    runs waiting for a spare that never comes)."""
     try:
-        # Woken by a child's end (select() below also watches the server's socket). Only
-        # a signal with a handler reaches pid 1 from inside its namespace: the run may
-        # wake it at will, but not interrupt it, as Python's SIGINT handler would.
+        # A session of its own, which the runner inherits: kill(0) from the run reaches
+        # the run's process group, which would otherwise be the launcher's, and so every
+        # other run's too (a process group spans pid namespaces).
+        os.setsid()
+        # Woken by a child's end (wait_for_runner's select() also watches the server's
+        # socket). Only a signal with a handler reaches pid 1 from inside its namespace:
+        # the run may wake it at will, but not interrupt it, as Python's SIGINT handler
+        # would. A full pipe only means a wake-up is pending already.
         child_ended, wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake)
+        signal.set_wakeup_fd(wake, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda _signal, _frame: None)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         os.unshare(os.CLONE_NEWNS | os.CLONE_NEWNET | os.CLONE_NEWIPC | os.CLONE_NEWUTS)
@@ -418,8 +467,6 @@ def spare(control: socket.socket, taken: int, launcher: str) -> None:
                 for end in (jobs, control):
                     end.close()
                 runner(runner_end, tasks)
-            except BaseException:
-                traceback.print_exc()
             finally:
                 os._exit(1)
         runner_end.close()
@@ -429,22 +476,30 @@ def spare(control: socket.socket, taken: int, launcher: str) -> None:
             raise RuntimeError("the runner could not get ready")
         protect_proc()
     except BaseException:
-        traceback.print_exc()
+        _print_error()
         os.write(taken, b"x")
         os._exit(1)  # and with pid 1, everything of this spare
-    message, fds, _, _ = socket.recv_fds(control, 16, MAX_FDS)
-    if not message:
-        os.write(taken, b"-")
-        _end(groups)
-    os.write(taken, b"+")
-    control.close()
-    run = socket.socket(fileno=fds[0])
     try:
-        supervise(run, fds[1:], jobs, pid, child_ended, groups)
+        message, fds, _, _ = socket.recv_fds(control, 16, MAX_FDS)
+        if not message:
+            os.write(taken, b"-")
+            return
+        os.write(taken, b"+")
+        control.close()
+        run = socket.socket(fileno=fds[0])
+        try:
+            supervise(run, fds[1:], jobs, pid, child_ended, groups)
+        finally:
+            run.close()
     except BaseException:
-        traceback.print_exc()  # this run fails (the server sees its socket close); no other
-    run.close()
-    _end(groups)
+        _print_error()  # this run fails (the server sees its socket close); no other
+    finally:
+        _end(groups)
+
+
+def _print_error() -> None:
+    with contextlib.suppress(BaseException):  # (out of descriptors, say)
+        traceback.print_exc()
 
 
 def supervise(
@@ -467,38 +522,46 @@ def supervise(
     status = wait_for_runner(pid, run, child_ended)
     end_all()
     if status is not None:
-        run.sendall(json.dumps({"status": status, "limits_hit": groups.limits_hit()}).encode())
+        with contextlib.suppress(OSError):  # the server gave up as the run ended
+            run.sendall(json.dumps({"status": status, "limits_hit": groups.limits_hit()}).encode())
 
 
 def wait_for_runner(pid: int, run: socket.socket, child_ended: int) -> int | None:
     """The runner's wait status once it has ended, reaping orphans meanwhile (they count
     against the run's process limit until reaped); None if the server hung up first."""
     while True:
-        for ended, status in reap():
-            if ended == pid:
+        with contextlib.suppress(BlockingIOError):
+            os.read(child_ended, 4096)  # first: a child that ends from here on wakes select
+        ended, more = reap()
+        for child, status in ended:
+            if child == pid:
                 return status
-        ready, _, _ = select.select([child_ended, run], [], [])
+        ready, _, _ = select.select([child_ended, run], [], [], 0 if more else None)
         if run in ready:
             return None
-        with contextlib.suppress(BlockingIOError):
-            os.read(child_ended, 4096)
 
 
-def reap(block: bool = False) -> Iterator[tuple[int, int]]:
-    """The children that ended (all of them, with `block`), as (pid, wait status)."""
-    while True:
+def reap(*, block: bool = False) -> tuple[list[tuple[int, int]], bool]:
+    """The children that ended, reaped, as (pid, wait status); with `block`, waiting
+    until one has. At most REPORTS_AT_ONCE reports are taken: the second value says that
+    more may be waiting."""
+    ended = []
+    for _ in range(REPORTS_AT_ONCE):
         try:
             pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
         except ChildProcessError:
-            return
+            return ended, False
         if pid == 0:
-            return
+            return ended, False
         if os.WIFSTOPPED(status):
             # A process that asked to be traced (PTRACE_TRACEME) made its parent, pid 1, its
-            # tracer: let it go on untraced, with the signal that stopped it.
+            # tracer: let it go on untraced, with the signal that stopped it. One that does
+            # so again and again makes reports without end, hence the bound: pid 1 must get
+            # back to the server's socket.
             _ptrace(PTRACE_DETACH, pid, None, os.WSTOPSIG(status))
-            continue
-        yield pid, status
+        else:
+            ended.append((pid, status))
+    return ended, True
 
 
 def end_all() -> None:
@@ -506,7 +569,7 @@ def end_all() -> None:
     process of the namespace and nothing else; a fork racing it either is reached or fails."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(-1, signal.SIGKILL)
-    for _ in reap(block=True):
+    while reap(block=True)[1]:
         pass
 
 
@@ -556,7 +619,7 @@ def serve(control: socket.socket, launcher: str) -> None:
 def _fork_spare(control: socket.socket, taken: int, launcher: str, own_pid_namespace: int) -> None:
     """Fork a spare as pid 1 of a new pid namespace. The launcher's next child is born
     in the namespace it unshares, so it goes back to its own right after: one fork, where
-    unsharing in the child would take a second to get a process into the namespace."""
+    unsharing in the child would take a second fork to get a process into it."""
     os.unshare(os.CLONE_NEWPID)
     try:
         pid = os.fork()

@@ -262,10 +262,11 @@ class WarmSandbox(Sandbox):
                 "private view: /usr and the interpreter read-only, a fresh /tmp, "
                 "the run's own workspace read-write, /proc/sys read-only"
             ),
-            "processes_hidden": "own pid namespace and /proc per run",
+            "processes_hidden": "own pid namespace, /proc and session per run",
             "user": (
                 f"uid {NOBODY} in a user namespace ({uid_outside()} outside it), "
-                "no capabilities, no new user namespaces"
+                "no capabilities, no new user namespaces, no prlimit on another process "
+                "(seccomp)"
             ),
             "environment": "empty but PATH, HOME, LANG and PWD",
             "workdir": f"the workspace at {SANDBOX_WORKDIR}",

@@ -204,7 +204,10 @@ class _SockFprog(ctypes.Structure):
 
 
 def refuse_prlimit_on_others() -> None:
-    architecture, prlimit64 = NATIVE_PRLIMIT64[os.uname().machine]
+    machine = os.uname().machine
+    if machine not in NATIVE_PRLIMIT64:  # no run, rather than one that could break pid 1
+        raise OSError(f"prlimit64's system call number on {machine} is not known here")
+    architecture, prlimit64 = NATIVE_PRLIMIT64[machine]
     program = [
         (BPF_LD_W_ABS, 0, 0, 4),  # seccomp_data.arch
         (BPF_JEQ_K, 1, 0, architecture),

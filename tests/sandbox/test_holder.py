@@ -13,7 +13,7 @@ import pytest
 
 from tools.sandbox import Limits
 from tools.sandbox.cgroups import own_cgroup_dir, usable_controllers
-from tools.sandbox.process import Holder, Holders, ProcessSandbox, holder_frame
+from tools.sandbox.process import Holder, Holders, ProcessSandbox, SandboxSetup, holder_frame
 
 
 async def test_a_holder_waits_in_its_cgroups_and_runs_its_program_in_its_workdir(
@@ -200,3 +200,57 @@ async def test_runs_in_other_workspaces_or_with_other_rlimits_set_up_their_own(
     result = await sandbox.run(code=code, workdir=first, limits=fewer_files)
     assert result.stdout == "['first'] 32\n", result
     assert bound_taken == [False, False, True, False, True]
+
+
+async def test_the_sandbox_set_up_ahead_holds_the_workspace_that_was_looked_at(
+    sandbox: ProcessSandbox,
+    tmp_path: Path,
+    bound_taken: list[bool],
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """bubblewrap binds the workspace's path a moment after the server looked at it: a
+    path pointed elsewhere meanwhile (then back) must not give a later run in that
+    workspace another session's directory."""
+    workspace, moved, other = tmp_path / "session", tmp_path / "moved", tmp_path / "other"
+    for directory in (workspace, other):
+        directory.mkdir()
+        (directory / directory.name).touch()
+    bind = Holder.bind
+
+    def pointed_elsewhere_while_binding(self: Holder, setup: SandboxSetup) -> None:
+        workspace.rename(moved)
+        workspace.symlink_to(other)
+        bind(self, setup)
+
+    monkeypatch.setattr(Holder, "bind", pointed_elsewhere_while_binding)
+    await sandbox.run(code="pass", workdir=workspace)
+    await asyncio.sleep(0.5)  # bubblewrap has bound it by now
+    monkeypatch.setattr(Holder, "bind", bind)
+    workspace.unlink()
+    moved.rename(workspace)
+    result = await sandbox.run(code="import os; print(os.listdir('.'))", workdir=workspace)
+    assert result.stdout == "['session']\n", result
+    assert bound_taken[-1] is False
+
+
+async def test_a_run_the_sandbox_set_up_ahead_cannot_take_sets_up_its_own(
+    sandbox: ProcessSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A sandbox set up ahead can fail to take its run: it died while idle, or it already
+    uses more memory than the run may. The run then sets up a sandbox of its own."""
+    take = Holders.take
+    taken: list[Holder] = []
+
+    async def died_once_taken(self: Holders, setup: SandboxSetup | None) -> Holder:
+        holder = await take(self, setup)
+        taken.append(holder)
+        if holder.bound_to is not None:
+            holder.kill()
+            await holder.exit_code
+        return holder
+
+    monkeypatch.setattr(Holders, "take", died_once_taken)
+    await sandbox.run(code="pass", workdir=tmp_path)
+    result = await sandbox.run(code="print('ran')", workdir=tmp_path)
+    assert result.stdout == "ran\n", result
+    assert [holder.bound_to is not None for holder in taken] == [False, True, False]

@@ -69,13 +69,13 @@ async def sandbox(
         yield backend
     finally:
         await backend.aclose()
+        if request.param == "warm-shared":
+            await asyncio.to_thread(stop_shared_launchers)
     if request.param == "process-set-up-ahead":
         # The test's first run takes the sandbox set up for it, unless it has rlimits of
         # its own (then it sets up its own, as under "process").
         (_, set_up_for), (first_took_it, first) = taken[:2]
         assert first_took_it or first.rlimits != set_up_for.rlimits, taken
-        if request.param == "warm-shared":
-            await asyncio.to_thread(stop_shared_launchers)
 
 
 def record_holders_taken(

@@ -335,36 +335,55 @@ class ProcessSandbox(Sandbox):
             setup = SandboxSetup.of(bwrap, run_rlimits, workdir)
         holders = _holders_of_running_loop(self.controllers, self._held_namespaces)
         holder = await holders.take(setup)
-        if setup is not None and holder.bound_to is None:
-            program = [*setup.bwrap, *program]  # the run sets up its sandbox itself
+        holder = await self._start(holders, holder, setup, program, workdir, limits, run_rlimits)
         try:
-            return await self._run_held(holder, program, workdir, limits, run_rlimits, started)
+            return await self._run_held(holder, limits, started)
         finally:
             if holder.groups is not None:
                 self._removals.remove(holder.groups)
 
-    async def _run_held(
+    async def _start(
         self,
+        holders: Holders,
         holder: Holder,
+        setup: SandboxSetup | None,
         program: list[str],
         workdir: Path,
         limits: Limits,
         run_rlimits: dict[int, tuple[int, int]],
-        started: float,
-    ) -> SandboxResult:
+    ) -> Holder:
+        """Start the run's program in `holder`, or in an unbound one should a holder bound
+        ahead fail to take it (it died while idle, or its sandbox already uses more memory
+        than this run may). Returns the holder the run is in."""
+        start = functools.partial(
+            Holder.start,
+            workdir=workdir,
+            rlimits=run_rlimits,
+            # bubblewrap's two processes (outside, and pid 1 inside) count too
+            max_tasks=limits.max_processes + (2 if self.use_bwrap else 0),
+            memory_bytes=limits.memory_mb * MIB,
+        )
+        if holder.bound_to is not None:
+            try:
+                start(holder, program=program)
+                return holder
+            except OSError:
+                logger.info("a sandbox set up ahead could not take its run; setting up another")
+                await holder.discard()
+                holder = await holders.take(None)
+        if setup is not None:
+            program = [*setup.bwrap, *program]  # the run sets up its sandbox itself
         try:
-            holder.start(
-                program,
-                workdir,
-                run_rlimits,
-                # bubblewrap's two processes (outside, and pid 1 inside) count too
-                max_tasks=limits.max_processes + (2 if self.use_bwrap else 0),
-                memory_bytes=limits.memory_mb * MIB,
-            )
+            start(holder, program=program)
         except BaseException:
             holder.kill()  # its program may not have been written whole; make sure of it
             await holder.exit_code
+            if holder.groups is not None:
+                self._removals.remove(holder.groups)
             raise
+        return holder
+
+    async def _run_held(self, holder: Holder, limits: Limits, started: float) -> SandboxResult:
         finished = await self.supervise(
             wait=holder.exit_code,
             stdout=holder.stdout,
@@ -400,6 +419,15 @@ class ProcessSandbox(Sandbox):
 # runs. Perl because it is always there on Debian (perl-base is essential) and starts in
 # about a millisecond, and because a shell cannot read NUL-separated arguments.
 HOLDER: Final = r"""
+if (@ARGV && $ARGV[0] eq "workspace") {
+    # Run again inside the sandbox: its working directory must be the workspace that was
+    # looked at when it was set up (device and inode), not whatever its path pointed at by
+    # the time bubblewrap bound it. Otherwise it ends, and no run takes it.
+    shift @ARGV;
+    my $expected = shift @ARGV;
+    my @here = stat(".");
+    exit 114 unless @here && "$here[0]:$here[1]" eq $expected;
+}
 if (@ARGV && $ARGV[0] eq "loopback") {
     shift @ARGV;
     # In the network namespace made for the run, loopback up, as bubblewrap would do:
@@ -577,7 +605,9 @@ class Holder:
         runs again, waiting for the run's own program."""
         for which, value in setup.rlimits:
             resource.prlimit(self.process.pid, which, value)
-        self._write(holder_frame("hold", "/", [*setup.bwrap, PERL, "-e", HOLDER]))
+        device, inode = setup.workspace
+        inside = [PERL, "-e", HOLDER, "workspace", f"{device}:{inode}"]
+        self._write(holder_frame("hold", "/", [*setup.bwrap, *inside]))
         self.bound_to = setup
 
     def start(
@@ -595,6 +625,8 @@ class Holder:
         if self.groups is not None:
             self.groups.set_limits(max_tasks=max_tasks, memory_bytes=memory_bytes)
         if self.bound_to is not None:
+            if self.bound_to.rlimits != tuple(sorted(rlimits.items())):
+                raise ValueError("a holder bound ahead has other rlimits than the run's")
             self._write(holder_frame("sandboxed", SANDBOX_WORKDIR, program))
         else:
             for which, value in rlimits.items():
@@ -640,11 +672,12 @@ def _end_abandoned(pid: int, groups: RunCgroups | None) -> None:
 
 class Holders:
     """Keeps holders ready for the next runs of an event loop, prepared while the current
-    one runs. One per loop and set of cgroup controllers, shared by every process sandbox
-    there. A session's runs follow one another in its workspace, so a holder is kept
-    bound to the sandbox of each of the last few runs' (bubblewrap already set up in its
-    workspace, with its rlimits): the next run there only starts its program. One more is
-    kept unbound, for a run in any other workspace, which then sets up its sandbox."""
+    one runs. One per loop, set of cgroup controllers and way of making the network
+    namespace, shared by every process sandbox there. A session's runs follow one another
+    in its workspace, so a holder is kept bound to the sandbox of each of the last few
+    runs' (bubblewrap already set up in its workspace, with its rlimits): the next run
+    there only starts its program. One more is kept unbound, for a run in any other
+    workspace, which then sets up its sandbox."""
 
     BOUND_KEPT: Final = 4  # sandboxes set up ahead, for as many sessions taking turns
 

@@ -16,7 +16,7 @@ import pytest
 import tools.sandbox.warm as warm_module
 from tools import ExecutionStatus, ToolExecutor
 from tools.builtin import build_registry
-from tools.sandbox import Limits
+from tools.sandbox import Limits, SandboxResult
 from tools.sandbox.warm import WarmSandbox, shared_launcher, stop_shared_launchers
 
 
@@ -160,21 +160,12 @@ async def test_a_run_signalling_its_process_group_reaches_no_other_run(
     """A process group spans pid namespaces: each run's pid 1 starts a session of its
     own, so kill(0) from a run reaches that run alone, not the launcher (which every
     other run would go down with) nor a run going on beside it."""
-    victim_workspace, attacker_workspace = tmp_path / "victim", tmp_path / "attacker"
-    victim_workspace.mkdir()
-    attacker_workspace.mkdir()
-    victim = asyncio.ensure_future(
-        warm.run(code="import time; time.sleep(0.5); print('done')", workdir=victim_workspace)
+    await attack_beside_a_victim(
+        warm,
+        tmp_path,
+        f"import os, signal; os.kill(0, signal.{signal_name})",
+        Limits(wall_seconds=1),
     )
-    await asyncio.sleep(0.2)
-    await warm.run(
-        code=f"import os, signal; os.kill(0, signal.{signal_name})",
-        workdir=attacker_workspace,
-        limits=Limits(wall_seconds=1),
-    )
-    assert (await victim).stdout == "done\n"
-    after = await warm.run(code="print('still serving')", workdir=victim_workspace)
-    assert after.stdout == "still serving\n", after
 
 
 async def test_a_run_cannot_change_its_supervisor(warm: WarmSandbox, workspace: Path):
@@ -248,6 +239,23 @@ async def test_a_run_that_asks_to_be_traced_harms_no_other_run(warm: WarmSandbox
     """PTRACE_TRACEME makes the run's parent, pid 1 of its namespace, its tracer, whose
     wait() then sees it stopped. That must neither end pid 1 nor reach the launcher (which
     stopped, and took every other session's run with it): pid 1 lets the run go on."""
+    attack = await attack_beside_a_victim(
+        warm,
+        tmp_path,
+        "import ctypes, os, signal\n"
+        "assert ctypes.CDLL(None).ptrace(0, 0, 0, 0) == 0  # PTRACE_TRACEME\n"
+        "signal.signal(signal.SIGUSR1, lambda *_: print('handled', flush=True))\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n",
+    )
+    assert (attack.exit_code, attack.stdout) == (128 + signal.SIGTERM, "handled\n"), attack
+
+
+async def attack_beside_a_victim(
+    warm: WarmSandbox, tmp_path: Path, attack: str, limits: Limits | None = None
+) -> SandboxResult:
+    """Run `attack` while another session's run goes on: that run must end as it would
+    have, and the sandbox go on serving. Returns the attack's result."""
     victim_workspace, attacker_workspace = tmp_path / "victim", tmp_path / "attacker"
     victim_workspace.mkdir()
     attacker_workspace.mkdir()
@@ -255,18 +263,11 @@ async def test_a_run_that_asks_to_be_traced_harms_no_other_run(warm: WarmSandbox
         warm.run(code="import time; time.sleep(1); print('done')", workdir=victim_workspace)
     )
     await asyncio.sleep(0.3)
-    attack = await warm.run(
-        code="import ctypes, os, signal\n"
-        "assert ctypes.CDLL(None).ptrace(0, 0, 0, 0) == 0  # PTRACE_TRACEME\n"
-        "signal.signal(signal.SIGUSR1, lambda *_: print('handled', flush=True))\n"
-        "os.kill(os.getpid(), signal.SIGUSR1)\n"
-        "os.kill(os.getpid(), signal.SIGTERM)\n",
-        workdir=attacker_workspace,
-    )
-    assert (attack.exit_code, attack.stdout) == (128 + signal.SIGTERM, "handled\n"), attack
+    result = await warm.run(code=attack, workdir=attacker_workspace, limits=limits)
     assert (await victim).stdout == "done\n"
     after = await warm.run(code="print('still serving')", workdir=victim_workspace)
-    assert after.stdout == "still serving\n"
+    assert after.stdout == "still serving\n", after
+    return result
 
 
 async def test_overlapping_runs_each_see_their_own_workspace(warm: WarmSandbox, tmp_path: Path):

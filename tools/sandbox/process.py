@@ -339,6 +339,7 @@ class ProcessSandbox(Sandbox):
         try:
             return await self._run_held(holder, limits, started)
         finally:
+            holders.ran(setup)
             if holder.groups is not None:
                 self._removals.remove(holder.groups)
 
@@ -702,8 +703,8 @@ class Holders:
         return holder
 
     async def take(self, setup: SandboxSetup | None) -> Holder:
-        """A holder for a run: the one bound to `setup` if there is one, else an unbound
-        one. Then another is set up for the next run in the same sandbox."""
+        """A holder for a run: the one bound to `setup` if there is one (the next run's
+        sandbox there is then set up while this one goes on), else an unbound one."""
         holder = None
         if setup is not None and (bound := self._bound.pop(setup, None)) is not None:
             holder = await self._usable(bound)
@@ -712,15 +713,22 @@ class Holders:
             holder = await self._usable(unbound)
         if holder is None:
             holder = await self._start_new()
-        loop = asyncio.get_running_loop()
-        # (A run that overlapped this one may have started them already.)
-        if self._unbound is None:
-            self._unbound = loop.create_task(self._start_new())
-        if setup is not None and setup not in self._bound:
-            self._bound[setup] = loop.create_task(self._start_bound(setup))
-            while len(self._bound) > self.BOUND_KEPT:
-                self._let_go(self._bound.pop(next(iter(self._bound))))
+        if self._unbound is None:  # (a run that overlapped this one may have started one)
+            self._unbound = asyncio.get_running_loop().create_task(self._start_new())
+        if holder.bound_to is not None:
+            self.ran(setup)
         return holder
+
+    def ran(self, setup: SandboxSetup | None) -> None:
+        """Set up the next run's sandbox in `setup`'s workspace, unless one is. A run that
+        found none calls this once it is over, not as it starts: it may well be a
+        session's first, whose next run comes later, and it runs faster without that work
+        beside it on the machine."""
+        if setup is None or setup in self._bound:
+            return
+        self._bound[setup] = asyncio.get_running_loop().create_task(self._start_bound(setup))
+        while len(self._bound) > self.BOUND_KEPT:
+            self._let_go(self._bound.pop(next(iter(self._bound))))
 
     @staticmethod
     async def _usable(prepared: asyncio.Task[Holder]) -> Holder | None:

@@ -13,7 +13,14 @@ import pytest
 
 from tools.sandbox import Limits
 from tools.sandbox.cgroups import own_cgroup_dir, usable_controllers
-from tools.sandbox.process import Holder, Holders, ProcessSandbox, SandboxSetup, holder_frame
+from tools.sandbox.process import (
+    Holder,
+    Holders,
+    ProcessSandbox,
+    SandboxSetup,
+    _holders_of_running_loop,
+    holder_frame,
+)
 
 
 async def test_a_holder_waits_in_its_cgroups_and_runs_its_program_in_its_workdir(
@@ -126,6 +133,18 @@ def bound_taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return taken
 
 
+async def set_up_ahead(sandbox: ProcessSandbox) -> None:
+    """Wait until the sandboxes being set up ahead on this loop are: bubblewrap has bound
+    the workspace once the holder inside has started (the third process in its groups)."""
+    holders = _holders_of_running_loop(sandbox.controllers, sandbox._held_namespaces)
+    for holder in await asyncio.gather(*holders._bound.values()):
+        assert holder.groups is not None, "this host must give runs cgroups"
+        for _ in range(1000):
+            if len(holder.groups.pids()) == 3:
+                break
+            await asyncio.sleep(0.01)
+
+
 FRESH_SANDBOX = """
 import os
 print(os.listdir("/tmp"), os.readlink("/proc/self/ns/net"), os.readlink("/proc/self/ns/mnt"))
@@ -151,9 +170,14 @@ async def test_the_next_run_in_a_workspace_takes_a_sandbox_set_up_ahead_and_fres
 async def test_a_workspace_made_again_at_the_same_path_is_not_the_one_set_up_ahead(
     sandbox: ProcessSandbox, tmp_path: Path, bound_taken: list[bool]
 ):
+    """A sandbox set up in a workspace keeps that directory mounted, so one made again at
+    its path has another inode number, and is not taken for it. (Had the directory been
+    made again before bubblewrap bound its path, that sandbox holds the new one, as the
+    holder inside checks.)"""
     workspace = tmp_path / "session"
     workspace.mkdir()
     await sandbox.run(code="open('old', 'w').close()", workdir=workspace)
+    await set_up_ahead(sandbox)
     (workspace / "old").unlink()
     workspace.rmdir()
     workspace.mkdir()

@@ -10,8 +10,9 @@ Targets: the process backend within 1.5x of the bare start at the median; the wa
 backend under 5 ms and faster than the bare start. The process backend sets up the next
 run's sandbox in the last run's workspace while a run goes on, so its runs here, all in
 one workspace as a session's are, find theirs ready; its runs each in a new workspace,
-for which nothing can be set up ahead, are shown beside them. Docker is measured wherever an engine
-answers (published cold starts are about 0.5-1 s).
+for which nothing can be set up ahead, are shown beside them, and so are runs spaced as a
+session's are: its first and second run, with a bare start, 50 ms apart. Docker is
+measured wherever an engine answers (published cold starts are about 0.5-1 s).
 
     python -m benchmarks sandbox
 """
@@ -36,6 +37,8 @@ from tools.sandbox.process import Interpreter
 ROUNDS = 10
 RUNS_PER_ROUND = 10
 DOCKER_RUNS = 10
+SESSIONS = 20
+PAUSE_SECONDS = 0.05
 CODE = "print(1)"
 PROCESS_RATIO_TARGET = 1.5
 WARM_TARGET_MS = 5.0
@@ -72,6 +75,29 @@ def in_new_workspaces(sandbox: Sandbox, root: Path) -> Callable[[], Awaitable[No
         await sandboxed(sandbox, workdir)()
 
     return run
+
+
+async def time_sessions(
+    process: Sandbox, interpreter: Interpreter, root: Path
+) -> dict[str, list[float]]:
+    """Runs spaced as a session's are (an agent's next step takes far longer than a run):
+    each session's first and second run in its own workspace, and a bare start beside
+    them, PAUSE_SECONDS apart."""
+    timings: dict[str, list[float]] = {"first": [], "second": [], "bare": []}
+    for number in range(SESSIONS):
+        workdir = root / f"session-{number}"
+        workdir.mkdir()
+        run = sandboxed(process, workdir)
+        for name, variant in (
+            ("first", run),
+            ("second", run),
+            ("bare", lambda: bare_start(interpreter)),
+        ):
+            await asyncio.sleep(PAUSE_SECONDS)
+            started = perf_counter()
+            await variant()
+            timings[name].append((perf_counter() - started) * 1000)
+    return timings
 
 
 async def time_interleaved(
@@ -120,6 +146,7 @@ async def measure() -> list[Figure]:
                 1,
                 ROUNDS * RUNS_PER_ROUND // 2,
             )
+            sessions = await time_sessions(process, interpreter, Path(root))
         finally:
             await warm.aclose()
             await process.aclose()
@@ -157,6 +184,15 @@ async def measure() -> list[Figure]:
             "process backend run_python, a new workspace each run",
             timings["process, new workspaces"],
         ),
+        *figures_for(
+            f"process backend, a session's first run ({PAUSE_SECONDS * 1000:g} ms apart)",
+            sessions["first"],
+        ),
+        *figures_for(
+            f"process backend, a session's second run ({PAUSE_SECONDS * 1000:g} ms apart)",
+            sessions["second"],
+        ),
+        *figures_for(f"bare start ({PAUSE_SECONDS * 1000:g} ms apart)", sessions["bare"]),
         *figures_for(
             "warm backend run_python",
             timings["warm"],

@@ -87,9 +87,9 @@ def record_holders_taken(
     take = Holders.take
 
     async def recording(self: Holders, setup: SandboxSetup | None) -> Holder:
-        assert setup is not None  # bubblewrap is used
         holder = await take(self, setup)
-        taken.append((holder.bound_to is not None, setup))
+        if setup is not None:  # (not the fallback of a run whose set-up sandbox failed)
+            taken.append((holder.bound_to is not None, setup))
         return holder
 
     monkeypatch.setattr(Holders, "take", recording)

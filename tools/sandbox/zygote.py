@@ -371,7 +371,7 @@ def runner(jobs: socket.socket, tasks: list[int]) -> None:
         jobs.send(b"ready")
         line, fds, _, _ = socket.recv_fds(jobs, MAX_REQUEST_BYTES, MAX_FDS)
         if not line:
-            os._exit(0)  # the launcher is stopping: this spare is not needed
+            os._exit(0)  # pid 1 closed its end: no run is coming
         request = json.loads(line)
         stdout, stderr = fds
         os.chdir("/workspace")  # the spare has mounted the run's workspace there

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.sandbox.holders_taken import bound, record_holders_taken
 from tools.sandbox import Limits
 from tools.sandbox.cgroups import own_cgroup_dir, usable_controllers
 from tools.sandbox.process import (
@@ -119,18 +120,8 @@ async def sandbox() -> AsyncIterator[ProcessSandbox]:
 
 
 @pytest.fixture
-def bound_taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Whether each run took a holder bound ahead to its sandbox."""
-    taken: list[bool] = []
-    take = Holders.take
-
-    async def recording(self: Holders, setup: object) -> Holder:
-        holder = await take(self, setup)  # type: ignore[arg-type]
-        taken.append(holder.bound_to is not None)
-        return holder
-
-    monkeypatch.setattr(Holders, "take", recording)
-    return taken
+def taken(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, SandboxSetup]]:
+    return record_holders_taken(monkeypatch)
 
 
 async def set_up_ahead(sandbox: ProcessSandbox) -> None:
@@ -156,12 +147,12 @@ open("runs", "a").write(".")
 
 
 async def test_the_next_run_in_a_workspace_takes_a_sandbox_set_up_ahead_and_fresh(
-    sandbox: ProcessSandbox, tmp_path: Path, bound_taken: list[bool]
+    sandbox: ProcessSandbox, tmp_path: Path, taken: list[tuple[bool, SandboxSetup]]
 ):
     """While a run goes on, the next run's sandbox is set up in its workspace; the next
     run there takes it, and finds it as fresh as one set up for it then."""
     results = [await sandbox.run(code=FRESH_SANDBOX, workdir=tmp_path) for _ in range(3)]
-    assert bound_taken == [False, True, True]
+    assert bound(taken) == [False, True, True]
     assert all(result.exit_code == 0 for result in results), results
     # Nothing left in /tmp by another run (namespace numbers are handed out again once
     # freed, so they prove nothing here).
@@ -170,7 +161,7 @@ async def test_the_next_run_in_a_workspace_takes_a_sandbox_set_up_ahead_and_fres
 
 
 async def test_a_workspace_made_again_at_the_same_path_is_not_the_one_set_up_ahead(
-    sandbox: ProcessSandbox, tmp_path: Path, bound_taken: list[bool]
+    sandbox: ProcessSandbox, tmp_path: Path, taken: list[tuple[bool, SandboxSetup]]
 ):
     """A sandbox set up in a workspace keeps that directory mounted, so one made again at
     its path has another inode number, and is not taken for it. (Had the directory been
@@ -185,12 +176,12 @@ async def test_a_workspace_made_again_at_the_same_path_is_not_the_one_set_up_ahe
     workspace.mkdir()
     result = await sandbox.run(code="open('new', 'w').close()", workdir=workspace)
     assert result.exit_code == 0, result
-    assert bound_taken == [False, False]
+    assert bound(taken) == [False, False]
     assert [path.name for path in workspace.iterdir()] == ["new"]
 
 
 async def test_sessions_taking_turns_each_find_their_own_sandbox_set_up(
-    sandbox: ProcessSandbox, tmp_path: Path, bound_taken: list[bool]
+    sandbox: ProcessSandbox, tmp_path: Path, taken: list[tuple[bool, SandboxSetup]]
 ):
     """Runs of more sessions than are kept set up take turns: each run's sandbox is set up
     ahead only while its session is among the last few that ran."""
@@ -204,11 +195,11 @@ async def test_sessions_taking_turns_each_find_their_own_sandbox_set_up(
         result = await sandbox.run(code="import os; print(os.listdir('.'))", workdir=workspace)
         assert result.stdout == f"['{workspace.name}']\n", result
     # The last session's first run let the first session's sandbox go.
-    assert bound_taken == [False] * (kept + 1) + [True] * kept + [False]
+    assert bound(taken) == [False] * (kept + 1) + [True] * kept + [False]
 
 
 async def test_runs_in_other_workspaces_or_with_other_rlimits_set_up_their_own(
-    sandbox: ProcessSandbox, tmp_path: Path, bound_taken: list[bool]
+    sandbox: ProcessSandbox, tmp_path: Path, taken: list[tuple[bool, SandboxSetup]]
 ):
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
@@ -225,13 +216,13 @@ async def test_runs_in_other_workspaces_or_with_other_rlimits_set_up_their_own(
     assert result.stdout == "['first'] 32\n", result
     result = await sandbox.run(code=code, workdir=first, limits=fewer_files)
     assert result.stdout == "['first'] 32\n", result
-    assert bound_taken == [False, False, True, False, True]
+    assert bound(taken) == [False, False, True, False, True]
 
 
 async def test_the_sandbox_set_up_ahead_holds_the_workspace_that_was_looked_at(
     sandbox: ProcessSandbox,
     tmp_path: Path,
-    bound_taken: list[bool],
+    taken: list[tuple[bool, SandboxSetup]],
     monkeypatch: pytest.MonkeyPatch,
 ):
     """bubblewrap binds the workspace's path a moment after the server looked at it: a
@@ -251,15 +242,15 @@ async def test_the_sandbox_set_up_ahead_holds_the_workspace_that_was_looked_at(
     monkeypatch.setattr(Holder, "bind", pointed_elsewhere_while_binding)
     await sandbox.run(code="pass", workdir=workspace)
     holders = _holders_of_running_loop(sandbox.controllers, sandbox._held_namespaces)
-    (bound,) = await asyncio.gather(*holders._bound.values())
+    (set_up,) = await asyncio.gather(*holders._bound.values())
     # The holder inside found another directory than the one looked at, and ended.
-    assert await asyncio.wait_for(bound.exit_code, 30) == 114
+    assert await asyncio.wait_for(set_up.exit_code, 30) == 114
     monkeypatch.setattr(Holder, "bind", bind)
     workspace.unlink()
     moved.rename(workspace)
     result = await sandbox.run(code="import os; print(os.listdir('.'))", workdir=workspace)
     assert result.stdout == "['session']\n", result
-    assert bound_taken[-1] is False
+    assert bound(taken)[-1] is False
 
 
 async def test_a_run_the_sandbox_set_up_ahead_cannot_take_sets_up_its_own(

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.sandbox.holders_taken import record_holders_taken
 from tools.sandbox import Limits, Sandbox, get_sandbox
 from tools.sandbox.docker import DockerSandbox
-from tools.sandbox.process import Holder, Holders, SandboxSetup
 from tools.sandbox.warm import stop_shared_launchers
 
 SMALL = Limits(
@@ -76,21 +76,3 @@ async def sandbox(
         # its own (then it sets up its own, as under "process").
         (_, set_up_for), (first_took_it, first) = taken[:2]
         assert first_took_it or first.rlimits != set_up_for.rlimits, taken
-
-
-def record_holders_taken(
-    monkeypatch: pytest.MonkeyPatch,
-) -> list[tuple[bool, SandboxSetup]]:
-    """For each process-backend run from now on: whether it took a holder bound ahead,
-    and the sandbox it asked for."""
-    taken: list[tuple[bool, SandboxSetup]] = []
-    take = Holders.take
-
-    async def recording(self: Holders, setup: SandboxSetup | None) -> Holder:
-        holder = await take(self, setup)
-        if setup is not None:  # (not the fallback of a run whose set-up sandbox failed)
-            taken.append((holder.bound_to is not None, setup))
-        return holder
-
-    monkeypatch.setattr(Holders, "take", recording)
-    return taken
